@@ -1,0 +1,176 @@
+"""The Waypoint model config (``config.yaml``): parsing, defaults and validation.
+
+One dataclass describes every checkpoint the engine serves, the released Waypoint models and the
+embedded model alike; they differ only in these values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Values that released checkpoints leave out of their config.yaml; looked up by repo id.
+KNOWN_MODELS: dict[str, dict[str, Any]] = {
+    "Overworld/Waypoint-1-Small": {
+        "ae_uri": "OpenWorldLabs/owl_vae_f16_c16_distill_v0_nogan",
+        "prompt_encoder_uri": "google/umt5-xl",
+    },
+    "Overworld/Waypoint-1.1-Small": {
+        "ae_uri": "OpenWorldLabs/owl_vae_f16_c16_distill_v0_nogan",
+        "prompt_encoder_uri": "google/umt5-xl",
+    },
+}
+
+
+@dataclass
+class WorldConfig:
+    """Architecture and sampling settings of a Waypoint-format world model."""
+
+    d_model: int
+    n_heads: int
+    n_layers: int
+    mlp_ratio: int
+    channels: int
+    height: int
+    width: int
+    tokens_per_frame: int
+    local_window: int
+    global_window: int
+    global_attn_period: int
+    global_pinned_dilation: int
+    n_buttons: int
+    ctrl_conditioning_period: int
+    scheduler_sigmas: list[float]
+    n_frames: int = 4096
+    n_kv_heads: int | None = None
+    patch: tuple[int, int] = (1, 1)
+    global_attn_offset: int = 0
+    value_residual: bool = False
+    gated_attn: bool = False
+    noise_conditioning: str | None = "wan"
+    ctrl_conditioning: str | None = "mlp_fusion"
+    ctrl_cond_dropout: float = 0.0
+    prompt_conditioning: str | None = None
+    prompt_conditioning_period: int | None = None
+    prompt_embedding_dim: int | None = None
+    prompt_cond_dropout: float = 0.0
+    prompt_encoder_uri: str | None = "google/umt5-xl"
+    ae_uri: str | None = None
+    has_audio: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        self.patch = tuple(self.patch)
+        self.scheduler_sigmas = [float(s) for s in self.scheduler_sigmas]
+        self.validate()
+
+    # Derived sizes ----------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``[C, H, W]`` of one latent frame."""
+        ph, pw = self.patch
+        return (self.channels, self.height * ph, self.width * pw)
+
+    @property
+    def ctrl_dim(self) -> int:
+        return self.n_buttons + 3
+
+    def is_global_layer(self, layer: int) -> bool:
+        offset = self.global_attn_offset % self.global_attn_period
+        return (layer - offset) % self.global_attn_period == 0
+
+    def layer_window(self, layer: int) -> tuple[int, int]:
+        """``(window_frames, pinned_dilation)`` of a layer's KV cache."""
+        if self.is_global_layer(layer):
+            return self.global_window, self.global_pinned_dilation
+        return self.local_window, 1
+
+    def has_prompt_attn(self, layer: int) -> bool:
+        return self.prompt_conditioning is not None and layer % self.prompt_conditioning_period == 0
+
+    def has_ctrl_fusion(self, layer: int) -> bool:
+        return layer % self.ctrl_conditioning_period == 0
+
+    # Loading ----------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "WorldConfig":
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if values.get(k) is None]
+        if missing:
+            raise ValueError(f"model config is missing required keys: {', '.join(missing)}")
+        known = {k: v for k, v in values.items() if k in names}
+        extra = {k: v for k, v in values.items() if k not in names}
+        try:
+            return cls(**known, extra=extra)
+        except TypeError as exc:
+            raise ValueError(f"invalid model config: {exc}") from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "WorldConfig":
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        values.update(overrides or {})
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values.update(values.pop("extra"))
+        values["patch"] = list(self.patch)
+        return values
+
+    def save(self, path: str | Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+    # Validation -------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first impossible value."""
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"invalid model config: {message}")
+
+        for key in ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "channels", "height",
+                    "width", "tokens_per_frame", "local_window", "global_window", "global_attn_period",
+                    "global_pinned_dilation", "n_buttons", "ctrl_conditioning_period"):
+            value = getattr(self, key)
+            need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                 f"{key} must be a positive integer, got {value!r}")
+        need(self.d_model % self.n_heads == 0, f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        need(self.head_dim % 16 == 0, f"head dim {self.head_dim} must be a multiple of 16 (3-axis RoPE)")
+        need(self.n_heads % self.n_kv_heads == 0,
+             f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        need(self.tokens_per_frame == self.height * self.width,
+             f"tokens_per_frame {self.tokens_per_frame} != height*width {self.height * self.width}")
+        need(len(self.patch) == 2 and all(isinstance(p, int) and p > 0 for p in self.patch),
+             f"patch must be two positive integers, got {self.patch!r}")
+        need(self.global_window % self.global_pinned_dilation == 0,
+             f"global_window {self.global_window} is not a multiple of global_pinned_dilation "
+             f"{self.global_pinned_dilation}")
+        need(len(self.scheduler_sigmas) >= 2, "scheduler_sigmas needs at least two levels")
+        need(self.scheduler_sigmas[-1] == 0.0, "scheduler_sigmas must end with 0.0")
+        need(all(a > b for a, b in zip(self.scheduler_sigmas, self.scheduler_sigmas[1:])),
+             f"scheduler_sigmas must be strictly decreasing, got {self.scheduler_sigmas}")
+        need(all(0.0 <= s <= 1.0 for s in self.scheduler_sigmas), "scheduler_sigmas must lie in [0, 1]")
+        need(not self.has_audio, "audio models are not supported")
+        if self.prompt_conditioning is not None:
+            need(isinstance(self.prompt_conditioning_period, int) and self.prompt_conditioning_period > 0,
+                 "prompt_conditioning_period must be a positive integer when prompt conditioning is on")
+            need(isinstance(self.prompt_embedding_dim, int) and self.prompt_embedding_dim > 0
+                 and self.prompt_embedding_dim % self.head_dim == 0,
+                 f"prompt_embedding_dim {self.prompt_embedding_dim} must be a positive multiple of the "
+                 f"head dim {self.head_dim}")

@@ -1,0 +1,427 @@
+"""The Waypoint world model: a frame-causal diffusion transformer over latent frames.
+
+One class serves training (many frames at once under a block-causal mask) and inference (one frame
+at a time against a :class:`RingKVCache`). Module names follow the checkpoint's state-dict keys, so
+``load_state_dict`` reads released Waypoint files as they are. The math is specified in
+``waypoint-format.md`` §3.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import WorldConfig
+from .kv_cache import RingKVCache
+
+RMS_EPS = torch.finfo(torch.float32).eps
+NOISE_FOURIER_DIM = 512
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    """Parameter-free RMS norm over the last axis, computed in float32."""
+    return F.rms_norm(x.float(), (x.shape[-1],), eps=RMS_EPS).to(x.dtype)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim_in: int, dim_hidden: int, dim_out: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim_in, dim_hidden, bias=False)
+        self.fc2 = nn.Linear(dim_hidden, dim_out, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(x)))
+
+
+class NoiseConditioner(nn.Module):
+    """sigma -> Fourier features -> MLP; always evaluated in float32."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.mlp = MLP(NOISE_FOURIER_DIM, 4 * d_model, d_model)
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        freq = torch.logspace(0, -1, NOISE_FOURIER_DIM // 2, base=10_000.0, dtype=torch.float32,
+                              device=sigma.device)
+        phase = (sigma.float() * 1000)[..., None] * freq
+        features = torch.cat((phase.sin(), phase.cos()), dim=-1) * 2**0.5
+        fc1, fc2 = self.mlp.fc1.weight.float(), self.mlp.fc2.weight.float()
+        return F.linear(F.silu(F.linear(features, fc1)), fc2)
+
+
+class NullEmbedding(nn.Module):
+    """The classifier-free-guidance "unconditioned" embedding (used only in training)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.null_emb = nn.Parameter(torch.zeros(1, 1, dim))
+
+
+class CondHead(nn.Module):
+    """Noise embedding -> the six AdaLN modulations (s0, b0, g0, s1, b1, g1) of one block."""
+
+    def __init__(self, config: WorldConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.bias_in = nn.Parameter(torch.zeros(d)) if config.noise_conditioning == "wan" else None
+        self.cond_proj = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(6))
+
+    def forward(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z = F.silu(c + self.bias_in if self.bias_in is not None else c)
+        return tuple(proj(z) for proj in self.cond_proj)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rotary position embedding over (x, y, t)
+
+
+def spatial_rope_angles(config: WorldConfig) -> torch.Tensor:
+    """Angles ``[T, dh/4]`` of the x and y axes ("pixel" frequencies, each used twice)."""
+    hp, wp, dh = config.height, config.width, config.head_dim
+    freqs = torch.linspace(1.0, 0.8 * min(hp, wp) / 2, dh // 16) * math.pi
+    ax = torch.linspace(-1 + 1 / wp, 1 - 1 / wp, wp)[:, None] * freqs
+    ay = torch.linspace(-1 + 1 / hp, 1 - 1 / hp, hp)[:, None] * freqs
+    ax, ay = ax.repeat_interleave(2, -1), ay.repeat_interleave(2, -1)
+    token = torch.arange(hp * wp)
+    return torch.cat((ax[token % wp], ay[token // wp]), dim=-1)
+
+
+def temporal_rope_freqs(config: WorldConfig) -> torch.Tensor:
+    """Frequencies ``[dh/4]`` of the time axis ("lang", theta 10 000, each used twice), float64."""
+    dim = config.head_dim // 4
+    omega = 1.0 / (10_000.0 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    return omega.double().repeat_interleave(2)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs ``(x[2i], x[2i+1])``; the output is de-interleaved (evens, then odds)."""
+    xf = x.float()
+    x0, x1 = xf[..., 0::2], xf[..., 1::2]
+    return torch.cat((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-frame conditioning, computed once and reused by every denoising step
+
+
+@dataclass
+class NoiseContext:
+    """AdaLN modulations for one noise level per frame: six per block plus the output norm's two."""
+
+    blocks: list[tuple[torch.Tensor, ...]]  # per layer: 6 x [B, N, 1, D]
+    out_scale: torch.Tensor  # [B, N, 1, D]
+    out_shift: torch.Tensor
+
+
+@dataclass
+class ControlContext:
+    """The control term ``Wc · rms(u)`` of every fusion layer (None elsewhere), ``[B, N, 1, D]``."""
+
+    terms: list[torch.Tensor | None]
+
+
+@dataclass
+class PromptContext:
+    """Cross-attention keys and values of the prompt for every CA layer, ``[B, heads, S, dh]``."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor] | None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention
+
+
+def frame_visibility(timestamps: torch.Tensor, window: int, dilation: int) -> torch.Tensor:
+    """Which frames each frame attends to in a cached rollout: ``[B, N, N]`` bool.
+
+    A frame sees itself, and an earlier frame ``t'`` when ``t - t' < window`` and ``t'`` is a
+    multiple of ``dilation`` -- exactly the frames a ring cache keeps (``waypoint-format.md`` §3.7).
+    """
+    tq, tk = timestamps[:, :, None], timestamps[:, None, :]
+    n = timestamps.shape[1]
+    past = (tk < tq) & (tq - tk < window) & (tk % dilation == 0)
+    return past | torch.eye(n, dtype=torch.bool, device=timestamps.device)
+
+
+def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      mask: torch.Tensor | None) -> torch.Tensor:
+    """SDPA with grouped KV heads: query head ``h`` uses KV head ``h // (Hq / Hkv)``.
+
+    Queries of a group are stacked along the sequence axis, so K and V are never repeated.
+    ``mask`` (True = attend) broadcasts as ``[B, 1, Mq or 1, Mk]``.
+    """
+    b, hq, m, dh = q.shape
+    hkv = k.shape[1]
+    group = hq // hkv
+    if group > 1:
+        q = q.reshape(b, hkv, group * m, dh)
+        if mask is not None and mask.shape[-2] > 1:
+            mask = mask[:, :, None].expand(-1, -1, group, -1, -1).reshape(mask.shape[0], 1, group * m, -1)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return y.reshape(b, hq, m, dh)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: WorldConfig, layer: int) -> None:
+        super().__init__()
+        d, hq, hkv, dh = config.d_model, config.n_heads, config.n_kv_heads, config.head_dim
+        self.layer, self.hq, self.hkv, self.dh = layer, hq, hkv, dh
+        self.window, self.dilation = config.layer_window(layer)
+        self.q_proj = nn.Linear(d, hq * dh, bias=False)
+        self.k_proj = nn.Linear(d, hkv * dh, bias=False)
+        self.v_proj = nn.Linear(d, hkv * dh, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
+        self.gate_proj = nn.Linear(hq, hq, bias=False) if config.gated_attn else None
+        self.v_lamb = nn.Parameter(torch.tensor(0.5)) if config.value_residual else None
+        self.qkv_weight: torch.Tensor | None = None  # fused copy, set by WorldDiT.fuse_for_inference
+
+    def forward(self, a: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], v_first: torch.Tensor | None,
+                cache: RingKVCache | None, timestamps: torch.Tensor,
+                visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, t, _ = a.shape
+        m = n * t
+        if self.qkv_weight is not None:
+            q, k, v = F.linear(a, self.qkv_weight).split((self.hq * self.dh, self.hkv * self.dh,
+                                                          self.hkv * self.dh), dim=-1)
+        else:
+            q, k, v = self.q_proj(a), self.k_proj(a), self.v_proj(a)
+        q = q.reshape(b, m, self.hq, self.dh).transpose(1, 2)
+        k = k.reshape(b, m, self.hkv, self.dh).transpose(1, 2)
+        v = v.reshape(b, m, self.hkv, self.dh).transpose(1, 2)
+        if self.v_lamb is not None:
+            v_first = v if v_first is None else v_first
+            v = torch.lerp(v, v_first, self.v_lamb.to(v.dtype))
+        cos, sin = rope
+        q, k = apply_rope(rms(q), cos, sin), apply_rope(rms(k), cos, sin)
+
+        if cache is not None:
+            k, v, valid = cache.upsert(self.layer, k, v)
+            mask = valid.view(1, 1, 1, -1)
+        else:
+            frames = visible if visible is not None else frame_visibility(timestamps, self.window, self.dilation)
+            mask = frames.repeat_interleave(t, 1).repeat_interleave(t, 2)[:, None]
+        y = grouped_attention(q, k, v, mask)  # [B, Hq, M, dh]
+        if self.gate_proj is not None:
+            gate = torch.sigmoid(self.gate_proj(a[..., :self.hq]))  # [B, N, T, Hq]
+            y = y * gate.reshape(b, m, self.hq).transpose(1, 2)[..., None]
+        y = y.transpose(1, 2).reshape(b, n, t, self.hq * self.dh)
+        return self.out_proj(y), v_first
+
+
+class PromptCrossAttention(nn.Module):
+    """Cross-attention to the prompt; pads are zero rows and deliberately not masked."""
+
+    def __init__(self, config: WorldConfig) -> None:
+        super().__init__()
+        d, p = config.d_model, config.prompt_embedding_dim
+        self.dh = config.head_dim
+        self.heads = p // self.dh
+        self.q_proj = nn.Linear(d, p, bias=False)
+        self.k_proj = nn.Linear(p, p, bias=False)
+        self.v_proj = nn.Linear(p, p, bias=False)
+        self.out_proj = nn.Linear(p, d, bias=False)
+
+    def context(self, prompt_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx = rms(prompt_emb)
+        b, s, _ = ctx.shape
+        k = rms(self.k_proj(ctx).reshape(b, s, self.heads, self.dh)).transpose(1, 2)
+        v = self.v_proj(ctx).reshape(b, s, self.heads, self.dh).transpose(1, 2)
+        return k, v
+
+    def forward(self, h: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        b, n, t, _ = h.shape
+        q = rms(self.q_proj(rms(h)).reshape(b, n * t, self.heads, self.dh)).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, *kv)
+        return self.out_proj(y.transpose(1, 2).reshape(b, n, t, -1))
+
+
+class ControlFusion(nn.Module):
+    """``fc2(SiLU(Wx · rms(h) + Wc · rms(u)))``: fc1's left half acts on tokens, right on controls."""
+
+    def __init__(self, config: WorldConfig) -> None:
+        super().__init__()
+        self.d = config.d_model
+        self.mlp = MLP(2 * self.d, self.d, self.d)
+
+    def control_term(self, u: torch.Tensor) -> torch.Tensor:
+        return F.linear(rms(u), self.mlp.fc1.weight[:, self.d:])
+
+    def forward(self, h: torch.Tensor, control_term: torch.Tensor) -> torch.Tensor:
+        x = F.linear(rms(h), self.mlp.fc1.weight[:, :self.d])
+        return self.mlp.fc2(F.silu(x + control_term))
+
+
+class Block(nn.Module):
+    def __init__(self, config: WorldConfig, layer: int) -> None:
+        super().__init__()
+        self.attn = SelfAttention(config, layer)
+        self.mlp = MLP(config.d_model, config.d_model * config.mlp_ratio, config.d_model)
+        self.cond_head = CondHead(config)
+        self.prompt_cross_attn = PromptCrossAttention(config) if config.has_prompt_attn(layer) else None
+        self.ctrl_mlpfusion = ControlFusion(config) if config.has_ctrl_fusion(layer) else None
+
+    def forward(self, h: torch.Tensor, mods: tuple[torch.Tensor, ...], rope: tuple[torch.Tensor, torch.Tensor],
+                v_first: torch.Tensor | None, control_term: torch.Tensor | None,
+                prompt_kv: tuple[torch.Tensor, torch.Tensor] | None, cache: RingKVCache | None,
+                timestamps: torch.Tensor, visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s0, b0, g0, s1, b1, g1 = mods
+        a = rms(h) * (1 + s0) + b0
+        y, v_first = self.attn(a, rope, v_first, cache, timestamps, visible)
+        h = h + g0 * y
+        if self.prompt_cross_attn is not None:
+            h = h + self.prompt_cross_attn(h, prompt_kv)
+        if self.ctrl_mlpfusion is not None:
+            h = h + self.ctrl_mlpfusion(h, control_term)
+        h = h + g1 * self.mlp(rms(h) * (1 + s1) + b1)
+        return h, v_first
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: WorldConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+
+
+class AdaLNOut(nn.Module):
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d_model, 2 * d_model, bias=False)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class WorldDiT(nn.Module):
+    """Denoises latent frames given past frames (cache or mask), controls, prompt and noise level.
+
+    ``forward`` returns the rectified-flow velocity ``noise - x0`` for each input frame.
+    """
+
+    def __init__(self, config: WorldConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, c, (ph, pw) = config.d_model, config.channels, config.patch
+        self.denoise_step_emb = NoiseConditioner(d)
+        self.ctrl_emb = MLPWrapper(config.ctrl_dim, d * config.mlp_ratio, d)
+        if config.ctrl_conditioning is not None:
+            self.ctrl_cfg = NullEmbedding(d)
+        if config.prompt_conditioning is not None:
+            self.prompt_cfg = NullEmbedding(config.prompt_embedding_dim)
+        self.transformer = Transformer(config)
+        self.patchify = nn.Conv2d(c, d, kernel_size=(ph, pw), stride=(ph, pw), bias=False)
+        self.unpatchify = nn.Linear(d, c * ph * pw, bias=True)
+        self.out_norm = AdaLNOut(d)
+        self.register_buffer("rope_xy", spatial_rope_angles(config), persistent=False)
+        self.register_buffer("rope_t_freqs", temporal_rope_freqs(config), persistent=False)
+        self.tie_weights()
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer.blocks
+
+    def tie_weights(self) -> None:
+        """Share block 0's cond_proj with every block ("wan" and "dit_air" conditioning)."""
+        if self.config.noise_conditioning in ("wan", "dit_air"):
+            shared = self.blocks[0].cond_head.cond_proj
+            for block in self.blocks[1:]:
+                for proj, ref in zip(block.cond_head.cond_proj, shared):
+                    proj.weight = ref.weight
+
+    def reset_buffers(self) -> None:
+        """Recompute the non-persistent buffers (after building on the meta device)."""
+        self.rope_xy = spatial_rope_angles(self.config).to(self.rope_xy.device)
+        self.rope_t_freqs = temporal_rope_freqs(self.config).to(self.rope_t_freqs.device)
+
+    @torch.no_grad()
+    def fuse_for_inference(self) -> None:
+        """Concatenate Q, K, V weights into one GEMM per layer (same math, fewer launches)."""
+        for block in self.blocks:
+            attn = block.attn
+            attn.qkv_weight = torch.cat((attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight))
+
+    # Conditioning -----------------------------------------------------------------------------
+    def noise_context(self, sigma: torch.Tensor) -> NoiseContext:
+        """Modulations for noise levels ``sigma [B, N]``."""
+        dtype = self.unpatchify.weight.dtype
+        c = self.denoise_step_emb(sigma).to(dtype)[:, :, None]  # [B, N, 1, D]
+        mods = [block.cond_head(c) for block in self.blocks]
+        scale, shift = self.out_norm.fc(F.silu(c)).chunk(2, dim=-1)
+        return NoiseContext(mods, scale, shift)
+
+    def control_context(self, ctrl: torch.Tensor) -> ControlContext:
+        """Control terms for control vectors ``ctrl [B, N, n_buttons + 3]``."""
+        u = self.ctrl_emb(ctrl.to(self.unpatchify.weight.dtype))[:, :, None]
+        return ControlContext([block.ctrl_mlpfusion.control_term(u) if block.ctrl_mlpfusion is not None else None
+                               for block in self.blocks])
+
+    def prompt_context(self, prompt_emb: torch.Tensor) -> PromptContext:
+        """Per-layer keys and values of a prompt embedding ``[B, S, P]`` (pad rows are zero)."""
+        prompt_emb = prompt_emb.to(self.unpatchify.weight.dtype)
+        return PromptContext([block.prompt_cross_attn.context(prompt_emb) if block.prompt_cross_attn is not None
+                              else None for block in self.blocks])
+
+    def rope(self, timestamps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin ``[B, 1, N*T, dh/2]`` for frames at integer ``timestamps [B, N]``.
+
+        Time angles are reduced modulo 2*pi in float64, so any frame index is exact.
+        """
+        b, n = timestamps.shape
+        t_angles = torch.remainder(timestamps.double()[..., None] * self.rope_t_freqs, 2 * math.pi).float()
+        tokens = self.rope_xy.shape[0]
+        angles = torch.cat((self.rope_xy.expand(b, n, -1, -1),
+                            t_angles[:, :, None].expand(-1, -1, tokens, -1)), dim=-1)
+        angles = angles.reshape(b, 1, n * tokens, -1)
+        return angles.cos(), angles.sin()
+
+    # Forward ----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | NoiseContext, timestamps: torch.Tensor,
+                ctrl: torch.Tensor | ControlContext, prompt: torch.Tensor | PromptContext | None = None,
+                cache: RingKVCache | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocity for latents ``x [B, N, C, H, W]`` at noise ``sigma [B, N]``.
+
+        With ``cache`` (one frame, ``N == 1``) the frame attends to the cached history; the caller
+        brackets the call with ``cache.begin(t, write)`` / ``cache.end()``. Without it the ``N``
+        frames attend to each other as a cached rollout would (``frame_visibility``), or as
+        ``visible [B, N, N]`` says.
+        """
+        cfg = self.config
+        b, n, c, height, width = x.shape
+        if (c, height, width) != cfg.latent_shape:
+            raise ValueError(f"expected latent frames of shape {list(cfg.latent_shape)}, got {[c, height, width]}")
+        if cache is not None and n != 1:
+            raise ValueError("a cached forward takes exactly one frame")
+        noise = sigma if isinstance(sigma, NoiseContext) else self.noise_context(sigma)
+        control = ctrl if isinstance(ctrl, ControlContext) else self.control_context(ctrl)
+        if cfg.prompt_conditioning is not None:
+            if prompt is None:
+                raise ValueError("this model is prompt-conditioned: pass a prompt embedding")
+            prompt = prompt if isinstance(prompt, PromptContext) else self.prompt_context(prompt)
+
+        h = self.patchify(x.reshape(b * n, c, height, width).to(self.patchify.weight.dtype))
+        h = h.flatten(2).transpose(1, 2).reshape(b, n, cfg.tokens_per_frame, cfg.d_model)
+        rope = self.rope(timestamps)
+        v_first = None
+        for i, block in enumerate(self.blocks):
+            h, v_first = block(h, noise.blocks[i], rope, v_first, control.terms[i],
+                               prompt.kv[i] if prompt is not None else None, cache, timestamps, visible)
+
+        h = F.silu(rms(h) * (1 + noise.out_scale) + noise.out_shift)
+        out = self.unpatchify(h)  # [B, N, T, C*ph*pw]
+        ph, pw = cfg.patch
+        out = out.reshape(b, n, cfg.height, cfg.width, c, ph, pw).permute(0, 1, 4, 2, 5, 3, 6)
+        return out.reshape(b, n, c, height, width)
+
+
+class MLPWrapper(nn.Module):
+    """``ctrl_emb``: holds its MLP under ``.mlp`` as the checkpoint names it."""
+
+    def __init__(self, dim_in: int, dim_hidden: int, dim_out: int) -> None:
+        super().__init__()
+        self.mlp = MLP(dim_in, dim_hidden, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)

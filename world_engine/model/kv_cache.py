@@ -1,0 +1,98 @@
+"""Ring-buffer KV cache over past frames, with local and dilated ("pinned") global windows.
+
+Each layer keeps ``window // dilation`` frame slots plus a one-frame tail that always holds the
+current frame. Layers that share ``(window, dilation)`` share one validity mask, computed once per
+forward. Buffers are allocated once; a forward only copies into them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import WorldConfig
+
+
+class _Group:
+    """Slot bookkeeping shared by all layers with the same window and dilation."""
+
+    def __init__(self, window: int, dilation: int, tokens: int, device: torch.device) -> None:
+        self.dilation = dilation
+        self.num_slots = window // dilation
+        self.tokens = tokens
+        self.capacity = (self.num_slots + 1) * tokens
+        self.written = torch.zeros(self.capacity, dtype=torch.bool, device=device)
+        self.written[-tokens:] = True  # the tail always holds the current frame
+        self.mask = torch.empty(self.capacity, dtype=torch.bool, device=device)
+        self.slot: int | None = None  # ring slot written by this forward, if any
+
+    def reset(self) -> None:
+        self.written.zero_()
+        self.written[-self.tokens:] = True
+
+    def begin(self, t: int) -> None:
+        """Take the attention mask for frame ``t``; the slot about to be overwritten is stale."""
+        self.mask.copy_(self.written)
+        if t % self.dilation == 0:
+            slot = (t // self.dilation) % self.num_slots
+            self.mask[slot * self.tokens:(slot + 1) * self.tokens] = False
+            self.slot = slot
+        else:
+            self.slot = None
+
+    def commit(self) -> None:
+        if self.slot is not None:
+            self.written[self.slot * self.tokens:(self.slot + 1) * self.tokens] = True
+
+
+class RingKVCache:
+    """Static K/V buffers ``[B, Hkv, capacity, dh]`` per layer, stored after QK-norm and RoPE."""
+
+    def __init__(self, config: WorldConfig, batch_size: int = 1, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        device = torch.device(device)
+        tokens = config.tokens_per_frame
+        self.groups: dict[tuple[int, int], _Group] = {}
+        self.layer_group: list[_Group] = []
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        for layer in range(config.n_layers):
+            window, dilation = config.layer_window(layer)
+            group = self.groups.get((window, dilation))
+            if group is None:
+                group = self.groups[(window, dilation)] = _Group(window, dilation, tokens, device)
+            self.layer_group.append(group)
+            shape = (batch_size, config.n_kv_heads, group.capacity, config.head_dim)
+            self.keys.append(torch.zeros(shape, device=device, dtype=dtype))
+            self.values.append(torch.zeros(shape, device=device, dtype=dtype))
+        self.tokens = tokens
+        self.write = False
+
+    def reset(self) -> None:
+        for group in self.groups.values():
+            group.reset()
+        for buf in (*self.keys, *self.values):
+            buf.zero_()
+
+    def begin(self, t: int, write: bool) -> None:
+        """Start a forward for frame timestamp ``t``; ``write`` (the cache pass) keeps its K/V."""
+        self.write = write
+        for group in self.groups.values():
+            group.begin(t)
+
+    def end(self) -> None:
+        if self.write:
+            for group in self.groups.values():
+                group.commit()
+
+    def upsert(self, layer: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store this frame's ``k, v`` ``[B, Hkv, T, dh]``; return all K, V and the validity mask."""
+        group = self.layer_group[layer]
+        keys, values = self.keys[layer], self.values[layer]
+        keys[:, :, -self.tokens:].copy_(k)
+        values[:, :, -self.tokens:].copy_(v)
+        if self.write and group.slot is not None:
+            ring = slice(group.slot * self.tokens, (group.slot + 1) * self.tokens)
+            keys[:, :, ring].copy_(k)
+            values[:, :, ring].copy_(v)
+        return keys, values, group.mask

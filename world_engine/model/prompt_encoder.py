@@ -1,0 +1,40 @@
+"""Prompt encoders: text -> ``(emb [B, S, P], pad_mask [B, S])`` with zeroed pad rows.
+
+The released Waypoint models use UMT5-XL (through ``transformers``); the embedded model ships its
+own small encoder. A folder holding ``text_encoder.yaml`` is ours, anything else is loaded as UMT5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+UMT5_MAX_TOKENS = 512
+
+
+class UMT5PromptEncoder:
+    """UMT5 encoder states, padded to 512 tokens, pad rows multiplied to exact zeros."""
+
+    def __init__(self, folder: Path, device: torch.device, dtype: torch.dtype) -> None:
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.encoder = UMT5EncoderModel.from_pretrained(folder, dtype=dtype).to(device).eval()
+        self.device, self.dtype = device, dtype
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.tokenizer(texts, return_tensors="pt", padding="max_length", truncation=True,
+                                max_length=UMT5_MAX_TOKENS).to(self.device)
+        keep = tokens["attention_mask"]
+        emb = self.encoder(**tokens).last_hidden_state.to(self.dtype)
+        return emb * keep[..., None].to(emb.dtype), keep.eq(0)
+
+
+def load_prompt_encoder(folder: Path, device: torch.device, dtype: torch.dtype):
+    if (folder / "text_encoder.yaml").is_file():
+        from .text_encoder import HashedTextEncoder
+
+        return HashedTextEncoder.from_folder(folder, device=device, dtype=dtype)
+    return UMT5PromptEncoder(folder, device, dtype)

@@ -1,0 +1,116 @@
+"""Loading checkpoints: strict keys and shapes, config validation, Hub resolution offline."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from world_engine import ModelUnavailableError, WorldConfig, WorldEngine
+from world_engine.testing import TINY_CONFIG, write_random_checkpoint
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    return write_random_checkpoint(tmp_path / "model", with_autoencoder=False)
+
+
+def rewrite_weights(folder, edit) -> None:
+    state = load_file(folder / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors")
+
+
+def test_missing_key_is_named(checkpoint):
+    rewrite_weights(checkpoint, lambda s: s.pop("transformer.blocks.1.mlp.fc2.weight"))
+    with pytest.raises(ValueError, match=r"missing weight 'transformer\.blocks\.1\.mlp\.fc2\.weight'"):
+        WorldEngine(checkpoint, device="cpu")
+
+
+def test_wrong_shape_is_named(checkpoint):
+    def edit(state):
+        state["unpatchify.bias"] = torch.zeros(7)
+
+    rewrite_weights(checkpoint, edit)
+    with pytest.raises(ValueError, match=r"'unpatchify\.bias' has shape \[7\]"):
+        WorldEngine(checkpoint, device="cpu")
+
+
+def test_unexpected_key_is_named(checkpoint):
+    def edit(state):
+        state["transformer.blocks.0.extra.weight"] = torch.zeros(2)
+
+    rewrite_weights(checkpoint, edit)
+    with pytest.raises(ValueError, match=r"unexpected weight 'transformer\.blocks\.0\.extra\.weight'"):
+        WorldEngine(checkpoint, device="cpu")
+
+
+def test_tied_cond_proj_is_shared_after_loading(checkpoint):
+    engine = WorldEngine(checkpoint, device="cpu")
+    blocks = engine.model.blocks
+    assert blocks[1].cond_head.cond_proj[3].weight is blocks[0].cond_head.cond_proj[3].weight
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("tokens_per_frame", 63, "tokens_per_frame 63 != height\\*width 64"),
+    ("global_window", 7, "global_window 7 is not a multiple"),
+    ("n_heads", 3, "not divisible by n_heads"),
+    ("n_kv_heads", 3, "not a multiple of n_kv_heads"),
+    ("scheduler_sigmas", [1.0, 0.5], "must end with 0.0"),
+    ("local_window", 0, "local_window must be a positive integer"),
+])
+def test_impossible_config_values_are_rejected(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        WorldConfig.from_dict({**TINY_CONFIG, key: value})
+
+
+def test_missing_config_key_is_named():
+    values = dict(TINY_CONFIG)
+    del values["d_model"]
+    with pytest.raises(ValueError, match="missing required keys: d_model"):
+        WorldConfig.from_dict(values)
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    config = WorldConfig.from_dict({**TINY_CONFIG, "custom_key": 3})
+    config.save(tmp_path / "config.yaml")
+    again = WorldConfig.from_yaml(tmp_path / "config.yaml")
+    assert again == config and again.extra == {"custom_key": 3}
+
+
+def test_overrides_apply_before_building(checkpoint):
+    engine = WorldEngine(checkpoint, device="cpu", overrides={"scheduler_sigmas": [1.0, 0.75, 0.25, 0.0]})
+    assert len(engine._steps) == 3
+
+
+@pytest.mark.parametrize("model", ["", "   "])
+def test_empty_model_path_is_rejected(model):
+    with pytest.raises(ValueError, match="empty model path"):
+        WorldEngine(model, device="cpu")
+
+
+def test_missing_local_folder_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        WorldEngine(str(tmp_path / "nope" / "deeper" / "x"), device="cpu")
+
+
+def test_offline_hub_fails_fast_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    with pytest.raises(ModelUnavailableError) as info:
+        WorldEngine("someone/not-cached-model", device="cpu")
+    message = str(info.value)
+    assert "someone/not-cached-model" in message and "hf download someone/not-cached-model" in message
+
+
+def test_relative_autoencoder_uri_resolves_against_model_folder(tmp_path):
+    folder = write_random_checkpoint(tmp_path / "model")
+    moved = tmp_path / "elsewhere"
+    shutil.move(folder, moved)
+    engine = WorldEngine(moved, device="cpu")
+    assert engine.autoencoder is not None
+    assert yaml.safe_load((moved / "config.yaml").read_text())["ae_uri"] == "./autoencoder"

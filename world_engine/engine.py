@@ -9,6 +9,7 @@ the prompt's keys and values) is computed once and reused by every pass.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import secrets
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,22 @@ class WorldEngine:
             self.autoencoder = load_autoencoder(self.config.ae_uri, self.device, self.dtype, base=self.folder)
         self._prompt_encoder = None
 
+        self._build_schedule()
+        self._start_session(seed)
+
+    @torch.inference_mode()
+    def _build_schedule(self) -> None:
+        """Noise modulations per sigma level and the Euler step sizes, in the engine dtype."""
         sigmas = torch.tensor(self.config.scheduler_sigmas, dtype=self.dtype, device=self.device)
         self._steps: list[tuple[NoiseContext, torch.Tensor]] = [
             (self.model.noise_context(sigmas[i].view(1, 1)), sigmas[i + 1] - sigmas[i])
             for i in range(len(sigmas) - 1)]
         self._clean = self.model.noise_context(sigmas[-1].view(1, 1))
-        self._start_session(seed)
+
+    def set_scheduler_sigmas(self, sigmas: list[float]) -> None:
+        """Change the sampling schedule (fewer steps: faster, softer); applies from the next frame."""
+        self.config = dataclasses.replace(self.config, scheduler_sigmas=list(sigmas))
+        self._build_schedule()
 
     def _start_session(self, seed: int | None) -> None:
         """Fresh per-session state: history, RNG, prompt, control buffer."""

@@ -13,7 +13,11 @@ from ..config import WorldConfig
 
 
 class _Group:
-    """Slot bookkeeping shared by all layers with the same window and dilation."""
+    """Slot bookkeeping shared by all layers with the same window and dilation.
+
+    The forward itself only reads device tensors (``mask``, ``write_index``), so a compiled or
+    graph-captured forward never depends on the frame number.
+    """
 
     def __init__(self, window: int, dilation: int, tokens: int, device: torch.device) -> None:
         self.dilation = dilation
@@ -23,21 +27,26 @@ class _Group:
         self.written = torch.zeros(self.capacity, dtype=torch.bool, device=device)
         self.written[-tokens:] = True  # the tail always holds the current frame
         self.mask = torch.empty(self.capacity, dtype=torch.bool, device=device)
-        self.slot: int | None = None  # ring slot written by this forward, if any
+        # Token indices of every slot; the last row is the tail.
+        self.slot_tokens = torch.arange(self.capacity, device=device).view(self.num_slots + 1, tokens)
+        self.write_index = self.slot_tokens[-1].clone()
+        self.slot: int | None = None  # ring slot that this forward writes, if any
 
     def reset(self) -> None:
         self.written.zero_()
         self.written[-self.tokens:] = True
 
-    def begin(self, t: int) -> None:
+    def begin(self, t: int, write: bool) -> None:
         """Take the attention mask for frame ``t``; the slot about to be overwritten is stale."""
         self.mask.copy_(self.written)
+        self.slot = None
         if t % self.dilation == 0:
             slot = (t // self.dilation) % self.num_slots
             self.mask[slot * self.tokens:(slot + 1) * self.tokens] = False
-            self.slot = slot
-        else:
-            self.slot = None
+            if write:
+                self.slot = slot
+        # A pass that keeps nothing writes the tail twice instead of a ring slot.
+        self.write_index.copy_(self.slot_tokens[self.slot if self.slot is not None else -1])
 
     def commit(self) -> None:
         if self.slot is not None:
@@ -65,7 +74,6 @@ class RingKVCache:
             self.keys.append(torch.zeros(shape, device=device, dtype=dtype))
             self.values.append(torch.zeros(shape, device=device, dtype=dtype))
         self.tokens = tokens
-        self.write = False
 
     def reset(self) -> None:
         for group in self.groups.values():
@@ -75,14 +83,13 @@ class RingKVCache:
 
     def begin(self, t: int, write: bool) -> None:
         """Start a forward for frame timestamp ``t``; ``write`` (the cache pass) keeps its K/V."""
-        self.write = write
         for group in self.groups.values():
-            group.begin(t)
+            group.begin(t, write)
 
     def end(self) -> None:
-        if self.write:
-            for group in self.groups.values():
-                group.commit()
+        """Finish a writing forward: its ring slots now hold valid history."""
+        for group in self.groups.values():
+            group.commit()
 
     def upsert(self, layer: int, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,8 +98,6 @@ class RingKVCache:
         keys, values = self.keys[layer], self.values[layer]
         keys[:, :, -self.tokens:].copy_(k)
         values[:, :, -self.tokens:].copy_(v)
-        if self.write and group.slot is not None:
-            ring = slice(group.slot * self.tokens, (group.slot + 1) * self.tokens)
-            keys[:, :, ring].copy_(k)
-            values[:, :, ring].copy_(v)
+        keys.index_copy_(2, group.write_index, k)
+        values.index_copy_(2, group.write_index, v)
         return keys, values, group.mask

@@ -27,17 +27,17 @@ WEIGHTS_NAME = "tiny_autoencoder.safetensors"
 
 @dataclass
 class TinyAEConfig:
-    """Shape of the autoencoder; ``widths`` run from the latent resolution up to full resolution."""
+    """Shape of the autoencoder; ``widths`` run from the latent grid up to half resolution."""
 
     image_size: int = 64
     latent_channels: int = 16
-    widths: list[int] = field(default_factory=lambda: [128, 96, 64, 32, 16])
+    widths: list[int] = field(default_factory=lambda: [96, 96, 64, 32])
     latent_mean: list[float] | None = None  # per-channel statistics of raw encoder outputs
     latent_std: list[float] | None = None
 
     @property
     def downsample(self) -> int:
-        return 2 ** (len(self.widths) - 1)
+        return 2 ** len(self.widths)  # one x2 per stage change, plus the outer space-to-depth
 
     @property
     def latent_size(self) -> int:
@@ -76,25 +76,27 @@ class ResBlock(nn.Module):
 
 
 class TinyEncoder(nn.Module):
-    """Strided-conv pyramid; full-to-latent resolution, widths in reverse order."""
+    """Space-to-depth by 2, then strided convs down to the latent grid (cheap on CPU: no conv runs
+    at full resolution)."""
 
     def __init__(self, cfg: TinyAEConfig) -> None:
         super().__init__()
         widths = cfg.widths[::-1]
-        self.conv_in = nn.Conv2d(3, widths[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(12, widths[0], 3, padding=1)
         self.down = nn.ModuleList(nn.Conv2d(a, b, 4, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
         self.mid = ResBlock(widths[-1])
         self.conv_out = nn.Conv2d(widths[-1], cfg.latent_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)
+        x = self.conv_in(F.pixel_unshuffle(x, 2))
         for down in self.down:
             x = down(F.relu(x))
         return self.conv_out(F.relu(self.mid(x)))
 
 
 class TinyDecoder(nn.Module):
-    """Latent -> conv -> res block -> (conv to 4c', pixel shuffle x2) per stage -> RGB."""
+    """Latent -> res block -> per stage (conv to 4c', pixel shuffle x2, refine conv) -> RGB at half
+    resolution as 12 channels -> pixel shuffle x2."""
 
     def __init__(self, cfg: TinyAEConfig) -> None:
         super().__init__()
@@ -103,14 +105,14 @@ class TinyDecoder(nn.Module):
         self.mid = ResBlock(w[0])
         self.up = nn.ModuleList(nn.Conv2d(a, 4 * b, 3, padding=1) for a, b in zip(w, w[1:]))
         self.refine = nn.ModuleList(nn.Conv2d(b, b, 3, padding=1) for b in w[1:])
-        self.conv_out = nn.Conv2d(w[-1], 3, 3, padding=1)
+        self.conv_out = nn.Conv2d(w[-1], 12, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.mid(self.conv_in(z))
         for up, refine in zip(self.up, self.refine):
             x = F.pixel_shuffle(up(F.relu(x)), 2)
             x = x + refine(F.relu(x))
-        return self.conv_out(F.relu(x))
+        return F.pixel_shuffle(self.conv_out(F.relu(x)), 2)
 
 
 class TinyAutoencoder(nn.Module):

@@ -1,0 +1,141 @@
+"""Walk inside a generated world in real time: type a prompt, press Start, steer with the keyboard,
+mouse, virtual joystick or a gamepad.
+
+    python app.py                      # embedded model, http://127.0.0.1:7860
+    python app.py --model <folder>     # any Waypoint-format checkpoint (folder or Hub repo id)
+    python app.py --host 0.0.0.0       # serve the LAN (the model picker becomes an allow-list)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from player.backends import create_backend, detect_kind, model_catalog  # noqa: E402
+from player.component import WorldPlayer  # noqa: E402
+from player.handlers import MAX_PROMPT_CHARS, WorldApp  # noqa: E402
+
+HERE = Path(__file__).parent
+EXAMPLES = json.loads((HERE / "examples" / "prompts.json").read_text(encoding="utf-8"))
+START_IMAGES = sorted((HERE / "examples" / "start_images").glob("*.png"))
+CSS = """
+#wm-title h1 { margin-bottom: 0; }
+#wm-status { min-height: 1.6em; font-size: 0.92em; opacity: 0.9; }
+#wm-buttons button { min-width: 0; }
+"""
+THEME = gr.themes.Soft(primary_hue="amber", secondary_hue="indigo")
+CONCURRENCY = {"cpu": 2, "cuda": 1, "zerogpu": 4}   # worlds streaming at once; the rest wait in the queue
+LAUNCH = dict(css=CSS, theme=THEME, max_file_size="20mb")
+HELP = """**Keyboard** W A S D move · Shift sprint · Space jump · Ctrl/C crouch · E use · arrows look ·
+**Mouse** click the world, then move to look (Esc releases) · **Touch** left stick moves, drag on the
+right looks · **Gamepad** sticks + A/B/X/LB."""
+
+
+def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
+    """Wire the components to the handlers of ``app``."""
+    with gr.Blocks(title="World Player", delete_cache=(600, 3600)) as demo:
+        gr.Markdown("# World Player\nA world model dreams every frame as you walk. Type a prompt, press "
+                    "**Start**, then click the view and play.", elem_id="wm-title")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=360):
+                player = WorldPlayer(message="Press Start to enter the world", elem_id="wm-player")
+                with gr.Row(elem_id="wm-buttons"):
+                    start = gr.Button("\u25b6 Start", variant="primary")
+                    pause = gr.Button("\u275a\u275a Pause")
+                    reset = gr.Button("\u21ba Reset")
+                status = gr.Markdown(elem_id="wm-status")
+                gr.Markdown(HELP)
+            with gr.Column(scale=2, min_width=320):
+                prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0]["prompt"], lines=2,
+                                    max_length=MAX_PROMPT_CHARS, submit_btn="Apply",
+                                    info="Changes apply to the next frames while you play.")
+                gr.Examples([[e["prompt"]] for e in EXAMPLES], inputs=[prompt], label="Try a world")
+                with gr.Row():
+                    seed = gr.Number(label="Seed", value=EXAMPLES[0]["seed"], precision=0, minimum=0)
+                    steps = gr.Slider(0, 4, value=0, step=1, label="Steps",
+                                      info="Denoising steps; 0 = the model's default")
+                model = gr.Dropdown([(m.label, m.key) for m in app.models.values()], value=default_model,
+                                    label="Model", allow_custom_value=app.allow_custom_models,
+                                    info="A local folder path also works." if app.allow_custom_models else None)
+                with gr.Accordion("Start image", open=False):
+                    start_file = gr.File(label="Seed the world with a picture (optional)", file_types=["image"],
+                                         height=90)
+                    start_preview = gr.Image(label="Start image", interactive=False, visible=False, height=160)
+                    start_png = gr.State(None)
+                    gr.Examples([[str(p)] for p in START_IMAGES], inputs=[start_file], label="Example start images")
+                with gr.Accordion("Scripted camera path & replays", open=False):
+                    script = gr.Textbox(label="Camera path", placeholder="w*8, a+left*4, space, idle*3", lines=2,
+                                        info="Keys w a s d space shift ctrl e, looks left right up down, idle; "
+                                             "+ holds together, *N repeats for N frames.")
+                    run_path = gr.Button("\u25b6 Run path")
+                    gr.Examples([[e["path"], e["prompt"], e["seed"]] for e in EXAMPLES], inputs=[script, prompt, seed],
+                                label="Example paths")
+                    log_file = gr.File(label="Replay a control log (.json)", file_types=[".json"], height=90)
+                    path_note = gr.Markdown()
+                with gr.Accordion("Record", open=False):
+                    overlay = gr.Checkbox(value=True, label="Draw the controls on the video")
+                    download = gr.Button("\u2b07 Download recording")
+                    with gr.Row():
+                        video_out = gr.File(label="Video (animated WebP)")
+                        log_out = gr.File(label="Control log (JSON)")
+
+        play_inputs = [prompt, seed, model, steps, start_png]
+        common = dict(outputs=[player, status], concurrency_id="play", show_progress="hidden",
+                      show_progress_on=[status])
+        start.click(app.play, play_inputs, **common)
+        run_path.click(app.play_path, [script, *play_inputs], **common)
+        pause.click(app.pause, None, None, queue=False, show_progress="hidden")
+        reset.click(app.reset, None, [player, status], queue=False, show_progress="hidden")
+        player.control(app.control, None, None, queue=False, trigger_mode="multiple", show_progress="hidden",
+                       api_visibility="private")
+        prompt.submit(app.set_prompt, [prompt], None, queue=False, show_progress="hidden")
+        steps.release(app.set_steps, [steps], None, queue=False, show_progress="hidden")
+        start_file.change(app.load_start_image, [start_file], [start_png, start_preview])
+        log_file.upload(app.load_log, [log_file], [prompt, seed, model, steps, path_note])
+        download.click(app.download, [overlay], [video_out, log_out])
+        timer = gr.Timer(1.0)
+        timer.tick(app.warmup_status, None, [status, timer], queue=False, show_progress="hidden")
+        demo.load(app.current_status, None, status, queue=False)
+        demo.unload(app.unload)
+    return demo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", default=[],
+                        help="a model folder or Hub repo id to offer (repeatable; the first is the default)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to serve on (default 127.0.0.1, or $GRADIO_SERVER_NAME as on Spaces)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs Internet)")
+    parser.add_argument("--fps", type=float, default=20.0, help="target frames per second (default 20)")
+    parser.add_argument("--idle-timeout", type=float, default=None,
+                        help="pause after this many seconds without input (default 300; 60 on ZeroGPU)")
+    args = parser.parse_args()
+
+    kind = detect_kind()
+    public = args.share or args.host not in ("127.0.0.1", "localhost", "::1") or bool(os.environ.get("SPACE_ID"))
+    models = model_catalog(args.model, kind)
+    if not models:
+        parser.error("no model to serve: the embedded model is missing from this checkout; pass --model <folder>")
+    backend = create_backend(kind, segment_seconds=60.0 if kind == "zerogpu" else 3600.0)
+    idle = args.idle_timeout if args.idle_timeout is not None else (60.0 if kind == "zerogpu" else 300.0)
+    app = WorldApp(backend, models, allow_custom_models=not public, fps=args.fps, idle_timeout_s=idle)
+    if kind == "zerogpu":
+        backend.warm_up(models[0])          # weights must be in place before the first GPU fork
+    else:
+        threading.Thread(target=backend.warm_up, args=(models[0],), daemon=True).start()
+    demo = build_demo(app, models[0].key)
+    demo.queue(max_size=20, default_concurrency_limit=CONCURRENCY[kind])
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Per-browser-session state: a control slot in shared memory and the main-process bookkeeping.
+
+The control slots live in a ``multiprocessing.RawArray`` created when this module is imported,
+i.e. before ZeroGPU forks its GPU worker, so a frame loop running in the worker reads the same
+memory the control handler writes in the main process. Readers use a sequence lock because the
+two processes share no lock; all writers are main-process threads and share a ``threading.Lock``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from player.controls import ControlState
+
+MAX_SLOTS = 64
+PROMPT_BYTES = 2048
+
+# Field offsets inside one slot (all doubles).
+_VER, _OWNER, _RUN, _SEQ, _KEYS, _MX, _MY, _LX, _LY, _SX, _SY, _ACK, _VIS, _TRECV, _CFPS, _CLAT, \
+    _PVER, _PLEN, _STEPS, _TINPUT = range(20)
+_NF = 20
+
+
+@dataclass(frozen=True)
+class SlotSnapshot:
+    """A consistent copy of one slot, as the frame loop sees it right before a frame."""
+
+    owner: int
+    run: int
+    state: ControlState
+    t_recv: float          # wall time of the newest control message (liveness)
+    t_input: float         # wall time the player last changed an input (idleness)
+    prompt_version: int
+    steps: int
+
+
+class ControlBoard:
+    """Fixed-size table of control slots in shared memory (see module docstring)."""
+
+    def __init__(self, n_slots: int = MAX_SLOTS) -> None:
+        self.n_slots = n_slots
+        self._f = mp.RawArray("d", n_slots * _NF)
+        self._prompts = mp.RawArray("B", n_slots * PROMPT_BYTES)
+        self._lock = threading.Lock()
+        self._owners = itertools.count(1)
+
+    def _write(self, slot: int, values: dict[int, float]) -> None:
+        base = slot * _NF
+        with self._lock:
+            self._f[base + _VER] += 1          # odd: a write is in progress
+            for offset, value in values.items():
+                self._f[base + offset] = value
+            self._f[base + _VER] += 1
+
+    def _read(self, slot: int) -> list[float]:
+        base = slot * _NF
+        while True:
+            before = self._f[base + _VER]
+            values = self._f[base:base + _NF]
+            if before % 2 == 0 and values[_VER] == before == self._f[base + _VER]:
+                return values
+            time.sleep(0)
+
+    def claim(self, slot: int) -> int:
+        """Reset a slot for a new session and return the owner id that guards it."""
+        owner = next(self._owners)
+        values = {i: 0.0 for i in range(1, _NF)}
+        values.update({_OWNER: owner, _ACK: -1, _VIS: 1, _TRECV: time.time(), _TINPUT: time.time()})
+        self._write(slot, values)
+        return owner
+
+    def release(self, slot: int) -> None:
+        """Mark a slot free; a frame loop still holding its old owner id stops at its next frame."""
+        self._write(slot, {_OWNER: 0, _RUN: 0})
+
+    def write_state(self, slot: int, owner: int, state: ControlState) -> bool:
+        """Store ``state`` unless the slot changed hands or a newer state is already there."""
+        base = slot * _NF
+        with self._lock:
+            if self._f[base + _OWNER] != owner or state.seq <= self._f[base + _SEQ]:
+                return False
+            old = self._f[base + _KEYS:base + _SY + 1]
+            new = [state.keys, state.move_x, state.move_y, state.look_x, state.look_y, state.stick_x,
+                   state.stick_y]
+            self._f[base + _VER] += 1
+            if old != new:
+                self._f[base + _TINPUT] = time.time()
+            self._f[base + _SEQ:base + _CLAT + 1] = [
+                state.seq, state.keys, state.move_x, state.move_y, state.look_x, state.look_y,
+                state.stick_x, state.stick_y, state.ack, float(state.visible), time.time(),
+                state.client_fps, state.client_latency_ms]
+            self._f[base + _VER] += 1
+        return True
+
+    def start_run(self, slot: int) -> int:
+        """Give the slot a new run id; the frame loop of any older run stops at its next frame."""
+        run = int(self._read(slot)[_RUN]) + 1
+        self._write(slot, {_RUN: run, _TRECV: time.time(), _TINPUT: time.time()})
+        return run
+
+    def stop_run(self, slot: int) -> None:
+        self._write(slot, {_RUN: self._read(slot)[_RUN] + 1})
+
+    def set_steps(self, slot: int, steps: int) -> None:
+        self._write(slot, {_STEPS: steps})
+
+    def set_prompt(self, slot: int, text: str) -> None:
+        data = text.encode("utf-8")[:PROMPT_BYTES]
+        base = slot * PROMPT_BYTES
+        with self._lock:
+            version = self._f[slot * _NF + _PVER] + 1
+            self._f[slot * _NF + _VER] += 1
+            self._prompts[base:base + len(data)] = data
+            self._f[slot * _NF + _PLEN] = len(data)
+            self._f[slot * _NF + _PVER] = version
+            self._f[slot * _NF + _VER] += 1
+
+    def prompt(self, slot: int) -> tuple[int, str]:
+        """``(version, text)`` of the slot's prompt, consistent with each other."""
+        while True:
+            values = self._read(slot)
+            base = slot * PROMPT_BYTES
+            data = bytes(self._prompts[base:base + int(values[_PLEN])])
+            if self._read(slot)[_PVER] == values[_PVER]:
+                return int(values[_PVER]), data.decode("utf-8", errors="ignore")
+
+    def snapshot(self, slot: int) -> SlotSnapshot:
+        v = self._read(slot)
+        state = ControlState(
+            seq=int(v[_SEQ]), keys=int(v[_KEYS]), move_x=v[_MX], move_y=v[_MY], look_x=v[_LX],
+            look_y=v[_LY], stick_x=v[_SX], stick_y=v[_SY], ack=int(v[_ACK]), visible=bool(v[_VIS]),
+            client_fps=v[_CFPS], client_latency_ms=v[_CLAT])
+        return SlotSnapshot(owner=int(v[_OWNER]), run=int(v[_RUN]), state=state, t_recv=v[_TRECV],
+                            t_input=v[_TINPUT],
+                            prompt_version=int(v[_PVER]), steps=int(v[_STEPS]))
+
+
+# Allocated at import, before any ZeroGPU fork (see module docstring).
+BOARD = ControlBoard()
+
+
+@dataclass
+class Session:
+    """Main-process state of one browser session (one page load)."""
+
+    key: str
+    slot: int
+    owner: int
+    last_seen: float = field(default_factory=time.monotonic)
+    world: Any = None               # player.stream.WorldSpec of the current world, None before Start
+    model_label: str = ""
+    world_frames: int = 0           # frames generated in the current world
+    frames_sent: int = 0            # page-facing frame numbers keep growing across plays (acks)
+    recorder: Any = None            # player.recording.Recorder of the current world
+    pending_replay: Any = None      # player.recording.Replay waiting for "Run path"
+    history: deque = field(default_factory=lambda: deque(maxlen=32))   # newest frames, to re-prime
+    running: bool = False
+
+
+class SessionFull(RuntimeError):
+    """Every control slot is taken."""
+
+
+class SessionRegistry:
+    """Maps Gradio session hashes to sessions and control slots; frees idle ones."""
+
+    def __init__(self, board: ControlBoard = BOARD, idle_ttl_s: float = 600.0) -> None:
+        self.board = board
+        self.idle_ttl_s = idle_ttl_s
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Session:
+        """The session for ``key``, created (and a slot claimed) on first use."""
+        self.sweep()
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                used = {s.slot for s in self._sessions.values()}
+                free = next((i for i in range(self.board.n_slots) if i not in used), None)
+                if free is None:
+                    raise SessionFull("the demo is full right now; please try again in a minute")
+                session = Session(key=key, slot=free, owner=self.board.claim(free))
+                self._sessions[key] = session
+            session.last_seen = time.monotonic()
+            return session
+
+    def find(self, key: str) -> Session | None:
+        with self._lock:
+            return self._sessions.get(key)
+
+    def free(self, key: str) -> None:
+        """Forget a session (page closed): stop its frame loop and release its slot."""
+        with self._lock:
+            session = self._sessions.pop(key, None)
+        if session is not None:
+            self.board.release(session.slot)
+
+    def sweep(self) -> None:
+        """Free sessions unseen for ``idle_ttl_s`` whose frame loop is not running."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [k for k, s in self._sessions.items()
+                     if now - s.last_seen > self.idle_ttl_s and not s.running]
+        for key in stale:
+            self.free(key)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+# One registry per process: it is the only allocator of BOARD's slots.
+REGISTRY = SessionRegistry(BOARD)

@@ -1,0 +1,104 @@
+"""The control protocol: page state validation, the per-frame mapping, scripted camera paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from player.controls import (BIT, JS_KEYMAP, LOOK_RATE, MAX_SCRIPT_FRAMES, MOUSE_CAP, MOUSE_SCALE, ControlMapper,
+                             ControlState, parse_script, parse_state)
+from world_engine import VK
+
+
+def test_page_state_parses_short_field_names():
+    state = parse_state({"seq": 3, "keys": BIT["w"] | BIT["space"], "mx": 0.5, "lx": 12, "ly": -4,
+                         "ack": 7, "vis": True, "fps": 19.5, "lat": 40})
+    assert (state.seq, state.keys, state.move_x, state.look_x, state.look_y, state.ack) == \
+        (3, BIT["w"] | BIT["space"], 0.5, 12.0, -4.0, 7)
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"seq": 1, "lx": float("nan")}, "look delta x must be a finite number"),
+    ({"seq": 1, "ly": float("inf")}, "look delta y must be a finite number"),
+    ({"seq": 1, "mx": "left"}, "move stick x must be a number"),
+    ({"seq": 1, "keys": 1 << 20}, "unknown keys"),
+    ({"seq": "x"}, "seq must be an integer"),
+    ("keys", "must be an object"),
+])
+def test_bad_page_state_is_rejected_with_a_reason(data, words):
+    with pytest.raises(ValueError, match=words):
+        parse_state(data)
+
+
+def test_stick_values_are_clamped_to_unit_range():
+    assert parse_state({"seq": 1, "mx": 5, "sy": -9}).move_x == 1.0
+    assert parse_state({"seq": 1, "mx": 5, "sy": -9}).stick_y == -1.0
+
+
+def test_keymap_for_the_page_covers_wasd_arrows_and_modifiers():
+    for code in ("KeyW", "KeyA", "KeyS", "KeyD", "Space", "ShiftLeft", "ControlLeft", "KeyE", "ArrowLeft",
+                 "ArrowUp"):
+        assert code in JS_KEYMAP
+
+
+def test_held_keys_become_virtual_key_buttons():
+    ctrl = ControlMapper(256).frame(ControlState(keys=BIT["w"] | BIT["shift"] | BIT["e"]))
+    assert ctrl.button == {VK["W"], VK["SHIFT"], VK["E"]}
+
+
+def test_buttons_the_model_does_not_know_are_left_out():
+    ctrl = ControlMapper(70).frame(ControlState(keys=BIT["w"] | BIT["e"] | BIT["space"]))
+    assert ctrl.button == {VK["E"], VK["SPACE"]}
+
+
+def test_each_frame_gets_the_look_movement_since_the_previous_frame():
+    mapper = ControlMapper(256)
+    assert mapper.frame(ControlState(look_x=100, look_y=50)).mouse == (0.0, 0.0)   # baseline
+    assert mapper.frame(ControlState(look_x=130, look_y=40)).mouse == (30 * MOUSE_SCALE, -10 * MOUSE_SCALE)
+    assert mapper.frame(ControlState(look_x=130, look_y=40)).mouse == (0.0, 0.0)
+
+
+def test_move_stick_presses_wasd_past_the_threshold():
+    mapper = ControlMapper(256)
+    assert mapper.frame(ControlState(move_x=-0.8, move_y=-0.9)).button == {VK["A"], VK["W"]}
+    assert mapper.frame(ControlState(move_x=0.1, move_y=0.2)).button == set()
+
+
+def test_look_stick_and_arrows_turn_at_a_rate_proportional_to_deflection():
+    mapper = ControlMapper(256)
+    assert mapper.frame(ControlState(stick_x=0.5)).mouse == (0.5 * LOOK_RATE, 0.0)
+    assert mapper.frame(ControlState(keys=BIT["left"] | BIT["down"])).mouse == (-LOOK_RATE, LOOK_RATE)
+
+
+def test_scripted_frames_ignore_live_input_but_keep_the_look_baseline():
+    mapper = ControlMapper(256)
+    mapper.frame(ControlState(look_x=0))
+    scripted = mapper.frame(ControlState(keys=BIT["a"], look_x=500), script_keys=BIT["w"])
+    assert scripted.button == {VK["W"]} and scripted.mouse == (0.0, 0.0)
+    assert mapper.frame(ControlState(look_x=510)).mouse == (10 * MOUSE_SCALE, 0.0)
+
+
+def test_flicks_are_clamped_to_what_the_model_was_trained_on():
+    mapper = ControlMapper(256)
+    mapper.frame(ControlState())
+    assert mapper.frame(ControlState(look_x=1e6, look_y=-1e6)).mouse == (MOUSE_CAP, -MOUSE_CAP)
+
+
+def test_script_expands_repeats_and_chords():
+    frames = parse_script("w*3, a+left*2,\nidle, jump")
+    assert frames == [BIT["w"]] * 3 + [BIT["a"] | BIT["left"]] * 2 + [0, BIT["space"]]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("w*8, fly*2", "unknown key 'fly' in script item 2"),
+    ("w**2", "is not like 'w\\*8'"),
+    ("w*0", "repeat count must be"),
+    ("w*1000," * 25, "longer than"),
+    ("w," * 3000, "too long"),
+])
+def test_bad_scripts_name_the_problem(text, words):
+    with pytest.raises(ValueError, match=words):
+        parse_script(text)
+
+
+def test_script_length_limit_is_in_frames():
+    assert len(parse_script(",".join(["w*1000"] * (MAX_SCRIPT_FRAMES // 1000)))) == MAX_SCRIPT_FRAMES

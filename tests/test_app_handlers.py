@@ -1,0 +1,225 @@
+"""The app's handlers called as Gradio calls them (with gr.Request objects), on a real engine:
+a tiny random-weight checkpoint on the CPU."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from player.backends import create_backend, model_catalog
+from player.controls import BIT
+from player.handlers import WorldApp
+from world_engine import VK
+
+
+@pytest.fixture(scope="module")
+def app(tiny_checkpoint: Path) -> WorldApp:
+    backend = create_backend("cpu", segment_seconds=3600)
+    models = model_catalog([str(tiny_checkpoint)], "cpu")
+    backend.warm_up(models[0])
+    assert backend.warmup.error is None
+    return WorldApp(backend, models, allow_custom_models=False, fps=50)
+
+
+def req(name: str) -> gr.Request:
+    return gr.Request(session_hash=name)
+
+
+def control(app: WorldApp, name: str, **state) -> None:
+    app.control(gr.EventData(None, state), req(name))
+
+
+def frames(gen, n: int) -> list[dict]:
+    """The next ``n`` streamed frames (skipping message-only updates)."""
+    out = []
+    while len(out) < n:
+        value, _ = next(gen)
+        if "img" in value:
+            out.append(value)
+    return out
+
+
+def play(app: WorldApp, name: str, seed: int = 1, prompt: str = "", start_png=None):
+    return app.play(prompt, seed, app_model(app), 0, start_png, req(name))
+
+
+def app_model(app: WorldApp) -> str:
+    return next(iter(app.models))
+
+
+def recorded_buttons(app: WorldApp, name: str) -> list[tuple[int, ...]]:
+    return [c[0] for c in app.registry.find(name).recorder.ctrls]
+
+
+def test_two_sessions_stay_isolated(app):
+    a, b = play(app, "iso-a", seed=1), play(app, "iso-b", seed=2)
+    frames(a, 1), frames(b, 1)
+    control(app, "iso-a", seq=1, keys=BIT["w"])
+    fa, fb = frames(a, 2), frames(b, 2)
+    a.close(), b.close()
+    sa, sb = app.registry.find("iso-a"), app.registry.find("iso-b")
+    assert sa.slot != sb.slot and sa.world.world_id != sb.world.world_id
+    assert (VK["W"],) in recorded_buttons(app, "iso-a")
+    assert all(buttons == () for buttons in recorded_buttons(app, "iso-b"))
+    assert fa[-1]["img"] != fb[-1]["img"]
+
+
+def test_frames_respond_to_the_controls(app):
+    gen = play(app, "respond", seed=5)
+    frames(gen, 1)
+    control(app, "respond", seq=1, keys=BIT["w"], lx=0)
+    control(app, "respond", seq=2, keys=BIT["w"], lx=40)
+    got = frames(gen, 2)
+    gen.close()
+    assert got[0]["img"] != got[1]["img"] and got[1]["seq"] == 2
+
+
+def test_nan_look_delta_gets_a_clear_message_and_play_goes_on(app):
+    gen = play(app, "nan")
+    frames(gen, 1)
+    with pytest.raises(gr.Error, match="finite number"):
+        control(app, "nan", seq=1, lx=math.nan)
+    control(app, "nan", seq=2, keys=BIT["d"])
+    frames(gen, 2)
+    gen.close()
+    assert (VK["D"],) in recorded_buttons(app, "nan")
+
+
+def test_unknown_key_in_a_script_is_named_and_the_session_keeps_running(app):
+    with pytest.raises(gr.Error, match="unknown key 'fly'"):
+        next(app.play_path("w*2, fly*3", "", 1, app_model(app), 0, None, req("script-bad")))
+    gen = play(app, "script-bad")
+    assert len(frames(gen, 1)) == 1
+    gen.close()
+
+
+def test_a_scripted_path_drives_the_world(app):
+    gen = app.play_path("w*2, left", "", 3, app_model(app), 0, None, req("script"))
+    frames(gen, 4)
+    gen.close()
+    ctrls = app.registry.find("script").recorder.ctrls
+    assert [c[0] for c in ctrls[:3]] == [(VK["W"],), (VK["W"],), ()] and ctrls[2][1] < 0
+
+
+def test_a_10000_character_prompt_is_refused_clearly(app):
+    with pytest.raises(gr.Error, match="10000 characters"):
+        next(app.play("x" * 10_000, 1, app_model(app), 0, None, req("long")))
+    with pytest.raises(gr.Error, match="10000 characters"):
+        app.set_prompt("x" * 10_000, req("long"))
+    gen = play(app, "long", prompt="a short prompt")
+    assert len(frames(gen, 1)) == 1
+    gen.close()
+
+
+def test_html_in_a_prompt_is_escaped_where_it_is_echoed(app):
+    gen = play(app, "html", prompt="<script>alert(1)</script> <b>bold</b>")
+    frames(gen, 1)
+    status = app.current_status(req("html"))
+    gen.close()
+    assert "&lt;script&gt;" in status and "<script>" not in status and "<b>" not in status
+
+
+def test_a_50_mb_upload_is_refused_clearly(app, tmp_path):
+    big = tmp_path / "huge.png"
+    with open(big, "wb") as f:
+        f.truncate(50 * 1024 * 1024)
+    with pytest.raises(gr.Error, match="50 MB; the limit is 20 MB"):
+        app.load_start_image(str(big), req("upload"))
+
+
+def test_a_non_image_upload_is_refused_clearly(app, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image at all")
+    with pytest.raises(gr.Error, match="not an image"):
+        app.load_start_image(str(text), req("upload"))
+
+
+def test_a_start_image_seeds_the_world(app, tmp_path):
+    path = tmp_path / "start.png"
+    Image.fromarray(np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (300, 4, 3))[:, :1024]).save(path)
+    png, preview = app.load_start_image(str(path), req("start"))
+    assert Image.open(io.BytesIO(png)).size == (640, 188)     # scaled to at most 640 px a side
+    gen = play(app, "start", start_png=png)
+    frames(gen, 1)
+    gen.close()
+    assert app.registry.find("start").world.start_image == png
+
+
+def test_the_public_model_picker_is_an_allow_list(app, tiny_checkpoint):
+    for key in (str(tiny_checkpoint.parent), "/etc", "someone/some-model"):
+        with pytest.raises(gr.Error, match="Unknown model"):
+            app.model(key)
+    private = WorldApp(app.backend, list(app.models.values()), allow_custom_models=True)
+    assert private.model(str(tiny_checkpoint)).uri == str(tiny_checkpoint)
+
+
+def test_pause_keeps_the_world_and_reset_starts_a_new_one(app):
+    gen = play(app, "pause")
+    first = frames(gen, 2)
+    app.pause(req("pause"))
+    assert [v for v, _ in gen][-1]["msg"].startswith("Paused")
+    world = app.registry.find("pause").world
+    gen = play(app, "pause")
+    again = frames(gen, 1)
+    gen.close()
+    assert app.registry.find("pause").world is world and again[0]["n"] == first[-1]["n"] + 1
+    app.reset(req("pause"))
+    gen = play(app, "pause")
+    frames(gen, 1)
+    gen.close()
+    assert app.registry.find("pause").world.world_id != world.world_id
+
+
+def test_recording_downloads_and_its_log_replays_the_same_world(app):
+    gen = app.play_path("w*2, right*2, d", "", 9, app_model(app), 0, None, req("rec"))
+    original = frames(gen, 5)
+    gen.close()
+    video, log = app.download(True, req("rec"))
+    assert Image.open(video).n_frames == 5
+    data = json.loads(Path(log).read_text())
+    assert data["seed"] == 9 and len(data["frames"]) == 5
+
+    prompt, seed, model, steps, note = app.load_log(log, req("replayer"))
+    assert seed == 9 and "5-frame" in note
+    replayed = frames(app.play_path("", prompt, seed, model, steps, None, req("replayer")), 5)
+    assert [f["img"] for f in replayed] == [f["img"] for f in original]
+
+
+def test_a_damaged_control_log_is_refused_clearly(app, tmp_path):
+    bad = tmp_path / "log.json"
+    bad.write_text('{"format": "something else"}')
+    with pytest.raises(gr.Error, match="not a control log"):
+        app.load_log(str(bad), req("badlog"))
+
+
+def test_closing_the_page_frees_the_session(app):
+    gen = play(app, "gone")
+    frames(gen, 1)
+    gen.close()
+    app.unload(req("gone"))
+    assert app.registry.find("gone") is None
+
+
+def test_switching_the_prompt_while_playing_changes_the_world_without_a_reset(app):
+    gen = app.play("a frozen ice cave", 4, "reality", 0, None, req("switch"))
+    icy = frames(gen, 2)[-1]
+    world = app.registry.find("switch").world
+    app.set_prompt("a volcanic lava temple", req("switch"))
+    fiery = frames(gen, 12)[-1]            # the simulator cross-fades over a few frames
+    gen.close()
+
+    def mean_rgb(value):
+        import base64
+        data = base64.b64decode(value["img"].split(",", 1)[1])
+        return np.asarray(Image.open(io.BytesIO(data))).reshape(-1, 3).mean(0)
+
+    assert app.registry.find("switch").world is world and fiery["n"] > icy["n"]
+    red_minus_blue = [m[0] - m[2] for m in (mean_rgb(icy), mean_rgb(fiery))]
+    assert red_minus_blue[1] > red_minus_blue[0] + 10

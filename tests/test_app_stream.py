@@ -1,0 +1,246 @@
+"""Control slots in shared memory and the frame loop's mechanics (pacing, backpressure,
+superseding, re-priming), with a stand-in engine so these run in milliseconds."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from player.controls import BIT, ControlState
+from player.sessions import ControlBoard, SessionFull, SessionRegistry
+from player.stream import (Frame, Notice, SegmentArgs, WorldCache, WorldSpec, encode_jpeg, in_flight_window,
+                           run_segment)
+from world_engine import VK
+
+
+class StandInEngine:
+    """Records what the loop asks of an engine; frames are flat colours (cheap to encode)."""
+
+    def __init__(self, prompts: bool = True) -> None:
+        self.config = SimpleNamespace(n_buttons=256, prompt_conditioning="cross" if prompts else None,
+                                      scheduler_sigmas=[1.0, 0.5, 0.0])
+        self.appended: list = []
+        self.ctrls: list = []
+        self.prompts: list[str] = []
+
+    def set_prompt(self, text: str) -> None:
+        self.prompts.append(text)
+
+    def set_scheduler_sigmas(self, sigmas: list[float]) -> None:
+        self.config.scheduler_sigmas = sigmas
+
+    def append_frame(self, img, ctrl=None) -> None:
+        self.appended.append((img.shape, ctrl))
+
+    def gen_frame(self, ctrl=None):
+        self.ctrls.append(ctrl)
+        return np.full((8, 8, 3), len(self.ctrls) % 256, np.uint8)
+
+
+def _setup(board: ControlBoard, slot: int = 0, **kw):
+    owner = board.claim(slot)
+    board.write_state(slot, owner, ControlState(seq=1))
+    run = board.start_run(slot)
+    args = SegmentArgs(key="s", slot=slot, owner=owner, run=run, world=WorldSpec(1, "m", 0), frames_done=0,
+                       history=(), first_n=0, fps=1000.0, **kw)
+    return owner, run, args
+
+
+def _take(gen, n):
+    return [next(gen) for _ in range(n)]
+
+
+def test_newer_control_state_wins_and_stale_ones_are_dropped():
+    board = ControlBoard(2)
+    owner = board.claim(0)
+    assert board.write_state(0, owner, ControlState(seq=5, keys=BIT["w"]))
+    assert not board.write_state(0, owner, ControlState(seq=4, keys=BIT["s"]))   # arrived late
+    assert board.snapshot(0).state.keys == BIT["w"]
+
+
+def test_a_released_slot_ignores_its_old_owner():
+    board = ControlBoard(2)
+    owner = board.claim(0)
+    board.release(0)
+    assert not board.write_state(0, owner, ControlState(seq=1))
+
+
+def test_prompt_round_trips_through_shared_memory():
+    board = ControlBoard(2)
+    board.set_prompt(1, "a frozen cavern \u2744")
+    version, text = board.prompt(1)
+    assert (version, text) == (1, "a frozen cavern \u2744")
+
+
+def _read_in_child(board: ControlBoard, out) -> None:
+    out.put(board.snapshot(0).state.keys)
+
+
+def test_a_forked_process_sees_controls_written_after_the_fork():
+    board = ControlBoard(2)
+    owner = board.claim(0)
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    started = ctx.Event()
+
+    def child() -> None:
+        started.set()
+        while board.snapshot(0).state.seq < 2:
+            time.sleep(0.001)
+        _read_in_child(board, out)
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    started.wait(10)
+    board.write_state(0, owner, ControlState(seq=2, keys=BIT["d"]))
+    assert out.get(timeout=10) == BIT["d"]
+    proc.join(10)
+
+
+def test_registry_gives_each_session_its_own_slot_and_refuses_when_full():
+    registry = SessionRegistry(ControlBoard(2))
+    a, b = registry.get("a"), registry.get("b")
+    assert a.slot != b.slot and registry.get("a") is a
+    with pytest.raises(SessionFull):
+        registry.get("c")
+    registry.free("a")
+    assert registry.get("c").slot == a.slot
+
+
+def test_each_frame_uses_the_newest_control_state():
+    board = ControlBoard(1)
+    owner, run, args = _setup(board)
+    engine = StandInEngine()
+    gen = run_segment(args, board, WorldCache(4), lambda w: engine)
+    first = next(gen)
+    board.write_state(0, owner, ControlState(seq=2, keys=BIT["w"], look_x=0))
+    second = next(gen)
+    assert isinstance(first, Frame) and first.ctrl[0] == ()
+    assert second.ctrl[0] == (VK["W"],) and second.seq == 2
+
+
+def test_pausing_ends_the_loop_at_the_next_frame():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    gen = run_segment(args, board, WorldCache(4), lambda w: StandInEngine())
+    next(gen)
+    board.stop_run(0)
+    assert list(gen) == []
+
+
+def test_unacknowledged_frames_hold_the_loop_back():
+    board = ControlBoard(1)
+    owner, _, args = _setup(board)
+    board.write_state(0, owner, ControlState(seq=2, ack=0))     # the page drew frame 0, then nothing
+    frames: list = []
+    gen = run_segment(args, board, WorldCache(4), lambda w: StandInEngine())
+    worker = threading.Thread(target=lambda: frames.extend(gen), daemon=True)
+    worker.start()
+    limit = in_flight_window(args.fps) + 1    # frames 0..window are in flight, then it waits
+    deadline = time.monotonic() + 20
+    while len(frames) < limit and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.join(0.3)
+    assert len(frames) == limit
+    board.write_state(0, owner, ControlState(seq=3, ack=limit - 1))
+    while len(frames) == limit and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(frames) > limit
+    board.stop_run(0)
+    worker.join(5)
+
+
+def test_a_hidden_tab_pauses_generation():
+    board = ControlBoard(1)
+    owner, _, args = _setup(board)
+    board.write_state(0, owner, ControlState(seq=2, visible=False))
+    frames: list = []
+    gen = run_segment(args, board, WorldCache(4), lambda w: StandInEngine())
+    worker = threading.Thread(target=lambda: frames.extend(gen), daemon=True)
+    worker.start()
+    worker.join(0.5)
+    assert frames == []
+    board.stop_run(0)
+    worker.join(5)
+
+
+def test_a_scripted_path_drives_the_first_frames_then_live_input_takes_over():
+    board = ControlBoard(1)
+    owner, _, args = _setup(board, script=(BIT["w"], BIT["left"]))
+    board.write_state(0, owner, ControlState(seq=2, keys=BIT["s"]))
+    frames = _take(run_segment(args, board, WorldCache(4), lambda w: StandInEngine()), 3)
+    assert [f.ctrl[0] for f in frames] == [(VK["W"],), (), (VK["S"],)]
+    assert frames[1].ctrl[1] < 0 and [f.scripted for f in frames] == [True, True, False]
+
+
+def test_prompt_changes_apply_to_the_next_frame_without_a_reset():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    board.set_prompt(0, "a dungeon")
+    engine = StandInEngine()
+    gen = run_segment(args, board, WorldCache(4), lambda w: engine)
+    assert next(gen).prompt == "a dungeon"
+    board.set_prompt(0, "an ice cave")
+    assert next(gen).prompt == "an ice cave"
+    assert engine.prompts == ["a dungeon", "an ice cave"] and engine.appended == []
+
+
+def test_a_rejected_prompt_is_reported_and_the_world_keeps_going():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    engine = StandInEngine()
+
+    def refuse(text: str) -> None:
+        raise ValueError("prompt is too long")
+
+    engine.set_prompt = refuse
+    board.set_prompt(0, "x")
+    gen = run_segment(args, board, WorldCache(4), lambda w: engine)
+    first, second = next(gen), next(gen)
+    assert isinstance(first, Notice) and "too long" in first.message and isinstance(second, Frame)
+
+
+def test_a_fresh_worker_rebuilds_the_world_from_the_kept_frames():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    jpeg = encode_jpeg(np.zeros((8, 8, 3), np.uint8), 90)
+    history = ((jpeg, ((VK["W"],), 1.0, 0.0)), (jpeg, ((), 0.0, 0.0)))
+    args = SegmentArgs(**{**args.__dict__, "frames_done": 40, "history": history})
+    engine = StandInEngine()
+    next(run_segment(args, board, WorldCache(4), lambda w: engine))
+    assert [a[0] for a in engine.appended] == [(8, 8, 3), (8, 8, 3)]
+    assert engine.appended[0][1].button == {VK["W"]}
+
+
+def test_the_same_worker_continues_its_world_without_re_priming():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    worlds, built = WorldCache(4), []
+
+    def new_engine(world):
+        built.append(world)
+        return StandInEngine()
+
+    gen = run_segment(args, board, worlds, new_engine)
+    _take(gen, 3)
+    gen.close()
+    args2 = SegmentArgs(**{**args.__dict__, "frames_done": 3, "first_n": 3})
+    assert next(run_segment(args2, board, worlds, new_engine)).n == 3
+    assert len(built) == 1
+
+
+def test_changing_the_steps_applies_to_the_next_frame_of_the_same_world():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    engine = StandInEngine()
+    gen = run_segment(args, board, WorldCache(4), lambda w: engine)
+    assert next(gen).steps == 0
+    board.set_steps(0, 4)
+    assert next(gen).steps == 4 and engine.config.scheduler_sigmas == [1.0, 0.75, 0.5, 0.25, 0.0]
+    board.set_steps(0, 0)
+    assert next(gen).steps == 0 and engine.config.scheduler_sigmas == [1.0, 0.5, 0.0]

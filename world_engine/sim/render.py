@@ -1,0 +1,337 @@
+"""The batched raycaster: ``render(scene, height, width) -> rgb, depth, seg`` for B worlds at once.
+
+Three stages, all whole-tensor torch ops (no Python loop over pixels, rays or worlds):
+
+1. Columns ``[B, W]``: every ray is tested against all its grid-line crossings at once (a
+   vectorised DDA with VIEW_CELLS steps per axis), giving wall distance, texture column and light;
+   sprites are projected and the two nearest in front of the wall are kept per column.
+2. Pixels ``[B, H, W]``: floor/ceiling casting per row, wall and sprite spans per column, and a
+   single integer texel index per pixel into the atlas; alongside it a packed shade word
+   ``m | w << 16`` (brightness ``m``, 64 = 1.0, and fog weight ``w``, 255 = all fog).
+3. Colour: one gather of packed ``0x00BBGGRR`` texels, brightness applied to two colour lanes at a
+   time in int32 (SWAR), supersampled pixels summed, then fog added per output pixel.
+
+The integer pipeline is what makes CPU rendering fast (a float RGB gather, multiply and pool costs
+about 3x more); it is exact integer arithmetic, so results are bit-identical run to run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .constants import (FOV_DEG, MAP_SIZE, SEG_CEILING, SEG_FLOOR, SEG_SKY, SEG_SPRITE, SEG_WALL,
+                        TEX, VIEW_CELLS)
+from .textures import SKY_H, SKY_TAN_MAX, SKY_W, SPRITE_ROWS, Atlas
+
+MM = MAP_SIZE * MAP_SIZE
+NO_HIT = 1.0e4  # distance reported for rays that see no wall within VIEW_CELLS
+MAX_ROW_DIST = 64.0  # floor rows nearer the horizon than this are drawn at this distance
+SPRITE_NEAR = 0.15  # sprites closer than this are not drawn
+UNIT = 64  # brightness fixed point: m = 64 means 1.0; m is capped at 127 (about 2x)
+WALL_SIDE_SHADE = 0.78  # faces hit on a y grid line (north/south) are darker
+WEATHER_NONE, WEATHER_RAIN, WEATHER_SNOW = 0, 1, 2
+PARTICLE_TILE = 64  # rain/snow patterns repeat every 64 pixels of a 64-pixel-wide view
+
+assert MAP_SIZE & (MAP_SIZE - 1) == 0 and TEX == 32 and MAP_SIZE == 32, \
+    "the pixel stage wraps map and texel indices with 5-bit masks"
+
+
+@dataclass
+class Scene:
+    """One frame of B worlds, reduced to what the raycaster needs (all tensors on one device)."""
+
+    x: torch.Tensor  # float32 [B], camera position in cells
+    y: torch.Tensor
+    z: torch.Tensor  # float32 [B], eye height (walls are 1 tall)
+    yaw: torch.Tensor  # float32 [B], radians, grows turning right
+    pitch: torch.Tensor  # float32 [B], radians, > 0 looks up
+    ray_stop: torch.Tensor  # float32 [B, MM]: a ray entering the cell at face coordinate u stops
+    #                         if u >= ray_stop (0 wall, door open fraction, 2 empty)
+    wall_base: torch.Tensor  # int32 [B, MM]: atlas texel index of each wall cell's texture
+    cell_base: torch.Tensor  # int32 [B, 2 * MM]: floor texture per cell, then ceiling per cell
+    cell_light: torch.Tensor  # int32 [B, 2 * MM]: brightness (UNIT = 1.0) of floor, ceiling
+    sky_base: torch.Tensor  # int32 [B]: atlas index of the sky panorama, -1 indoors
+    fog_colour: torch.Tensor  # float32 [B, 3] in [0, 1]
+    fog_near: torch.Tensor  # float32 [B]: fog starts here
+    fog_far: torch.Tensor  # float32 [B]: and is total here
+    sky_haze: torch.Tensor  # float32 [B]: fog weight of the sky at the horizon
+    sprite_x: torch.Tensor  # float32 [B, K]
+    sprite_y: torch.Tensor
+    sprite_z: torch.Tensor  # float32 [B, K]: height of the sprite's bottom above the floor
+    sprite_w: torch.Tensor  # float32 [B, K]: size in cells
+    sprite_h: torch.Tensor
+    sprite_base: torch.Tensor  # int32 [B, K]: atlas index of the sprite frame (padded rows)
+    sprite_light: torch.Tensor  # float32 [B, K]: brightness multiplier
+    sprite_on: torch.Tensor  # bool [B, K]
+    weather: torch.Tensor  # int64 [B]: WEATHER_NONE, WEATHER_RAIN or WEATHER_SNOW
+    time: torch.Tensor  # int64 [B]: frame counter (weather animation)
+    seed: torch.Tensor  # int64 [B]: folded episode seed (weather pattern)
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[0]
+
+    def select(self, index: torch.Tensor) -> "Scene":
+        """The sub-batch ``index`` of every field."""
+        return Scene(**{k: v[index] for k, v in self.__dict__.items()})
+
+
+@dataclass
+class Rendered:
+    """A rendered batch: ``rgb`` uint8 [B, H, W, 3]; ``depth`` float32 [B, H, W] (inf = sky) and
+    ``seg`` uint8 [B, H, W] (SEG_* classes) when asked for."""
+
+    rgb: torch.Tensor
+    depth: torch.Tensor | None = None
+    seg: torch.Tensor | None = None
+
+
+def focal_px(width: int) -> float:
+    """Focal length in pixels for an image ``width`` pixels wide."""
+    return (width / 2) / math.tan(math.radians(FOV_DEG) / 2)
+
+
+def _fog(d: torch.Tensor, near: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
+    return ((d - near) / (far - near)).clamp_(0.0, 1.0)
+
+
+def _shade_word(light: torch.Tensor, fog_w: torch.Tensor) -> torch.Tensor:
+    """Pack brightness ``light * (1 - w)`` and fog weight ``w`` into one int32 per element."""
+    m = (light * (1.0 - fog_w) * UNIT).round_().clamp_(0, 127).to(torch.int32)
+    return m | ((fog_w * 255).round_().to(torch.int32) << 16)
+
+
+def _cast_walls(s: Scene, rx: torch.Tensor, ry: torch.Tensor):
+    """Nearest wall hit of every ray: distance, cell, face coordinate u and side, [B, W] each.
+
+    Per axis, the k-th grid line a ray crosses enters cell ``first + step * k``; all VIEW_CELLS
+    crossings are tested at once and the nearest one that stops the ray wins. Cell indices wrap
+    (``& 31``): beyond the solid map border nothing is ever nearer than the border itself.
+    """
+    b, w = rx.shape
+    k = torch.arange(VIEW_CELLS, device=rx.device, dtype=torch.float32)
+    best = []
+    for axis, (pos, other, r, q) in enumerate(((s.x, s.y, rx, ry), (s.y, s.x, ry, rx))):
+        r = torch.where(r.abs() < 1e-6, 1e-6, r)
+        forward = r > 0
+        step = torch.where(forward, 1.0, -1.0)
+        first = pos.floor()[:, None] + step  # the cell entered at the first crossing
+        entered = torch.addcmul(first[..., None], step[..., None], k)  # [B, W, N]
+        offset = ((~forward).float() - pos[:, None])[..., None]  # grid line = cell + offset + pos
+        dist = (entered + offset) / r[..., None]
+        along = torch.addcmul(other[:, None, None], dist, q[..., None])
+        cell_o = along.floor()
+        u = along - cell_o
+        lo, hi = (entered, cell_o) if axis == 0 else (cell_o, entered)
+        cell = ((hi.long() & (MAP_SIZE - 1)) * MAP_SIZE + (lo.long() & (MAP_SIZE - 1))).view(b, -1)
+        stop = s.ray_stop.gather(1, cell).view(b, w, -1)
+        dmin, nearest = torch.where(u >= stop, dist, NO_HIT).min(-1, keepdim=True)
+        best.append((dmin[..., 0], cell.view(b, w, -1).gather(2, nearest)[..., 0],
+                     (u - stop).gather(2, nearest)[..., 0]))
+    (dist_x, cell_x, u_x), (dist_y, cell_y, u_y) = best
+    side_y = dist_y < dist_x
+    return (torch.where(side_y, dist_y, dist_x), torch.where(side_y, cell_y, cell_x),
+            torch.where(side_y, u_y, u_x), side_y)
+
+
+def _pool(x: torch.Tensor, ss: int) -> torch.Tensor:
+    """Sum ``ss x ss`` blocks of an int32 [B, W, H] tensor (strided adds beat ``sum`` here)."""
+    if ss == 1:
+        return x
+    b, w, h = x.shape
+    v = x.view(b, w // ss, ss, h // ss, ss)
+    cols = v[:, :, 0]
+    for i in range(1, ss):
+        cols = cols + v[:, :, i]
+    out = cols[..., 0]
+    for j in range(1, ss):
+        out = out + cols[..., j]
+    return out
+
+
+@lru_cache(maxsize=None)
+def _particles(device: str) -> torch.Tensor:
+    """float32 [2 * P * P] alpha of rain streaks then snowflakes, tileable P x P patterns."""
+    g = np.random.default_rng(99)
+    p = PARTICLE_TILE
+    rain = np.zeros((p, p), np.float32)
+    for col in np.nonzero(g.random(p) < 0.3)[0]:
+        start, length = g.integers(p), g.integers(4, 9)
+        rain[(start + np.arange(length)) % p, col] = 0.45
+    snow = np.where(g.random((p, p)) < 0.02, 0.9, 0.0).astype(np.float32)
+    return torch.from_numpy(np.concatenate((rain.ravel(), snow.ravel()))).to(device)
+
+
+def _weather(s: Scene, rgb: torch.Tensor) -> torch.Tensor:
+    """Rain streaks or snowflakes over float [B, H, W, 3] (0..255); they turn with the sky."""
+    which = (s.weather != WEATHER_NONE).nonzero()[:, 0]
+    b, h, w, _ = rgb.shape
+    dev = rgb.device
+    p = PARTICLE_TILE
+    snow = (s.weather[which] == WEATHER_SNOW).long()
+    t = s.time[which]
+    shift = (s.yaw[which] * (p / math.radians(FOV_DEG))).floor().long() + s.seed[which] % p
+    fall = torch.where(snow.bool(), t * 2, t * 16) + (s.seed[which] >> 8) % p
+    drift = snow * (t // 3)
+    u = (torch.arange(w, device=dev) * p // w)[None, None] + (shift + drift)[:, None, None]
+    v = (torch.arange(h, device=dev) * p // h)[None, :, None] - fall[:, None, None]
+    flat = snow[:, None, None] * (p * p) + (v % p) * p + u % p
+    alpha = _particles(str(dev))[flat][..., None]
+    colour = torch.where(snow.bool()[:, None], torch.tensor([250.0, 250.0, 255.0], device=dev),
+                         torch.tensor([190.0, 200.0, 220.0], device=dev))[:, None, None]
+    rgb[which] = torch.lerp(rgb[which], colour.expand(-1, h, w, 3), alpha)
+    return rgb
+
+
+def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
+           aux: bool = False) -> Rendered:
+    """Render B worlds at ``height x width`` (rendered ``ss`` times larger, then averaged).
+
+    Pixel tensors are column-major ``[B, W, H]``: a raycaster works column by column, and it lets
+    the sprite pass touch only the columns that have a sprite.
+    """
+    dev = s.x.device
+    b, h, w = s.batch, height * ss, width * ss
+    f = focal_px(w)
+    tan_half = math.tan(math.radians(FOV_DEG) / 2)
+    camx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * (2.0 / w) - 1.0
+    rows = torch.arange(h, device=dev, dtype=torch.float32) + 0.5
+    dx, dy = torch.cos(s.yaw), torch.sin(s.yaw)
+    rx = torch.addcmul(dx[:, None], (-dy * tan_half)[:, None], camx[None])  # ray directions [B, W]
+    ry = torch.addcmul(dy[:, None], (dx * tan_half)[:, None], camx[None])
+    horizon = h / 2 + f * torch.tan(s.pitch)  # y-shear pitch: looking up moves the horizon down
+    near, far = s.fog_near[:, None], s.fog_far[:, None]
+
+    # ---- columns: walls
+    dist, cell, u, side_y = _cast_walls(s, rx, ry)
+    light = s.cell_light.gather(1, cell).float() * torch.where(side_y, WALL_SIDE_SHADE / UNIT, 1.0 / UNIT)
+    wall_shade = _shade_word(light, _fog(dist, near, far))[..., None]  # [B, W, 1]
+    tex_u = (u * TEX).long().clamp_(0, TEX - 1)
+    wall_col = (s.wall_base.gather(1, cell) + tex_u.to(torch.int32))[..., None]
+    top = horizon[:, None] - ((1.0 - s.z[:, None]) * f) / dist
+    vscale = dist * (TEX / f)
+    wall_bias = (TEX - top * vscale)[..., None]  # texel row + TEX: wall pixels land in [32, 64)
+    vscale = vscale[..., None]
+
+    # ---- columns: sprites, the two nearest in front of the wall per column
+    relx, rely = s.sprite_x - s.x[:, None], s.sprite_y - s.y[:, None]
+    sdepth = relx * dx[:, None] + rely * dy[:, None]
+    lateral = rely * dx[:, None] - relx * dy[:, None]
+    safe = sdepth.clamp(min=SPRITE_NEAR)
+    centre = lateral / (safe * tan_half)
+    inv_width = safe * tan_half / s.sprite_w  # su per unit of camx
+    su = torch.addcmul((0.5 - centre * inv_width)[..., None], inv_width[..., None], camx)  # [B, K, W]
+    visible = (s.sprite_on & (sdepth > SPRITE_NEAR) & (sdepth < s.fog_far[:, None]))[..., None]
+    visible = visible & (su >= 0) & (su < 1) & (sdepth[..., None] < dist[:, None, :])
+    key = torch.where(visible, sdepth[..., None], math.inf)
+    layer_depth, layer_k = key.topk(min(2, key.shape[1]), dim=1, largest=False)  # [B, L, W]
+    layers = []
+    for j in reversed(range(layer_k.shape[1])):  # far layer first, the near one paints over it
+        kj, dj = layer_k[:, j], layer_depth[:, j]
+        ok = torch.isfinite(dj)
+        # CPU: only columns showing a sprite; elsewhere all (a data-dependent size would sync)
+        cols = ok.view(-1).nonzero()[:, 0] if dev.type == "cpu" else torch.arange(b * w, device=dev)
+        d = torch.where(ok, dj, 1.0)
+        tu = (su.gather(1, kj[:, None])[:, 0] * TEX).long().clamp_(0, TEX - 1)
+        base = s.sprite_base.gather(1, kj) + tu.to(torch.int32)
+        foot = horizon[:, None] + (s.z[:, None] - s.sprite_z.gather(1, kj)) * f / d
+        sh = s.sprite_h.gather(1, kj)
+        vs = torch.where(ok, d * TEX / (sh * f), 0.0)
+        bias = torch.where(ok, 1.0 - (foot - sh * f / d) * vs, 1.0e4)  # texel row + 1, else row 33
+        shade = _shade_word(s.sprite_light.gather(1, kj), _fog(d, near, far))
+        pick = lambda t: t.reshape(-1).index_select(0, cols)[:, None]  # noqa: E731
+        layers.append((cols, pick(base), pick(vs), pick(bias), pick(shade), dj))
+
+    # ---- rows: floor and ceiling distance, fog, sky
+    p = rows[None] - horizon[:, None]  # [B, H], > 0 below the horizon
+    below = p > 0
+    pz = torch.where(below, s.z[:, None], 1.0 - s.z[:, None]) * f
+    row_dist = (pz / p.abs().clamp(min=1e-3)).clamp_(max=MAX_ROW_DIST)
+    fog_row = _fog(row_dist, near, far)
+    outdoor = s.sky_base >= 0
+    sky_rows = (~below) & outdoor[:, None]
+    elev = (-p / f).clamp(min=0.0)
+    fog_row = torch.where(sky_rows, s.sky_haze[:, None] * (1.0 - elev / 0.6).clamp(min=0.0), fog_row)
+    row_factor = ((1.0 - fog_row) * UNIT).round_().to(torch.int32)[:, None]  # [B, 1, H]
+    row_fog = ((fog_row * 255).round_().to(torch.int32) << 16)[:, None]
+    row_off = ((torch.arange(b, device=dev, dtype=torch.int32) * (2 * MM))[:, None]
+               + (~below).to(torch.int32) * MM)[:, None]
+
+    # ---- pixels [B, W, H]: floor / ceiling texels through the per-cell tables
+    scale = (row_dist * TEX)[:, None]
+    tx = torch.addcmul((s.x * TEX)[:, None, None], rx[..., None], scale).to(torch.int32)
+    ty = torch.addcmul((s.y * TEX)[:, None, None], ry[..., None], scale).to(torch.int32)
+    local = ((ty & (TEX - 1)) << 5) | (tx & (TEX - 1))
+    cells = (((ty & ((MAP_SIZE - 1) << 5)) | ((tx >> 5) & (MAP_SIZE - 1))) + row_off).view(-1)
+    del tx, ty
+    index = s.cell_base.view(-1).index_select(0, cells).view(b, w, h) + local
+    shade = ((s.cell_light.view(-1).index_select(0, cells).view(b, w, h) * row_factor) >> 6) | row_fog
+    del cells, local
+    if bool(outdoor.any()):
+        v = (elev * (SKY_H / SKY_TAN_MAX)).long().clamp_(max=SKY_H - 1)
+        sky_row = (s.sky_base[:, None] + v * SKY_W).to(torch.int32)[:, None]
+        angle = s.yaw[:, None] / (2 * math.pi) + camx[None] * (math.radians(FOV_DEG) / (4 * math.pi))
+        sky_col = ((angle * SKY_W).floor().long() % SKY_W).to(torch.int32)[..., None]
+        index += sky_rows.to(torch.int32)[:, None] * (sky_row + sky_col - index)
+
+    # ---- pixels: walls, then the sprite layers over them
+    wall_row = torch.addcmul(wall_bias, vscale, rows).to(torch.int32)
+    on_wall = (wall_row >> 5) == 1
+    wall_i = on_wall.to(torch.int32)
+    index += wall_i * ((((wall_row & (TEX - 1)) << 5) + wall_col) - index)
+    shade += wall_i * (wall_shade - shade)
+    del wall_row, wall_i
+    index, shade = index.view(b * w, h), shade.view(b * w, h)
+    sprite_hits = []
+    for cols, base, vs, bias, sshade, _ in layers:
+        srow = torch.addcmul(bias, vs, rows).to(torch.int32).clamp_(0, SPRITE_ROWS - 1)
+        sindex = (srow << 5) + base
+        a = atlas.alpha.index_select(0, sindex.view(-1)).view_as(sindex)
+        sub = index.index_select(0, cols)
+        index.index_copy_(0, cols, sub + a * (sindex - sub))
+        sub = shade.index_select(0, cols)
+        shade.index_copy_(0, cols, sub + a * (sshade - sub))
+        if aux:
+            hit = torch.zeros(b * w, h, dtype=torch.bool, device=dev)
+            sprite_hits.append(hit.index_copy_(0, cols, a.bool()).view(b, w, h))
+    index, shade = index.view(b, w, h), shade.view(b, w, h)
+
+    # ---- colour: packed texels times brightness, two lanes at a time, summed over ss x ss
+    texel = atlas.rgb.index_select(0, index.view(-1)).view(b, w, h)
+    m = shade & 0xFFFF
+    rb = _pool((((texel & 0xFF00FF) * m) >> 6) & 0x01FF01FF, ss)
+    g = _pool(((((texel >> 8) & 0xFF) * m) >> 6), ss)
+    fog_w = _pool(shade >> 16, ss)
+    rgb = torch.stack((rb & 0xFFFF, g, rb >> 16), -1).transpose(1, 2).float()  # [B, H, W, 3]
+    rgb = torch.addcmul(rgb, fog_w.transpose(1, 2).float()[..., None], s.fog_colour[:, None, None])
+    rgb *= 1.0 / (ss * ss)
+    if bool((s.weather != WEATHER_NONE).any()):
+        rgb = _weather(s, rgb)
+    out = Rendered(rgb.round_().clamp_(0, 255).to(torch.uint8))
+    if aux:
+        out.depth, out.seg = _aux(ss, dist, row_dist, below, sky_rows, on_wall, sprite_hits,
+                                  [layer[-1] for layer in layers])
+    return out
+
+
+def _aux(ss, dist, row_dist, below, sky_rows, on_wall, sprite_hits, sprite_depth):
+    """Depth and labels at the output resolution, read at the centre sample of each block."""
+    o = ss // 2
+    pick = slice(o, None, ss)
+    row_class = torch.where(below, SEG_FLOOR, torch.where(sky_rows, SEG_SKY, SEG_CEILING))[:, pick]
+    n_cols = dist[:, pick].shape[1]
+    seg = row_class[:, :, None].expand(-1, -1, n_cols).clone()  # [B, H, W]
+    depth = torch.where(sky_rows, math.inf, row_dist)[:, pick, None].expand_as(seg).clone()
+    wall = on_wall[:, pick, pick].transpose(1, 2)
+    seg[wall] = SEG_WALL
+    depth = torch.where(wall, dist[:, None, pick], depth)
+    for hit, d in zip(sprite_hits, sprite_depth):  # far layer first
+        hit = hit[:, pick, pick].transpose(1, 2)
+        seg[hit] = SEG_SPRITE
+        depth = torch.where(hit, d[:, None, pick], depth)
+    return depth.contiguous(), seg.to(torch.uint8)

@@ -31,6 +31,8 @@ CSS = """
 #wm-buttons button { min-width: 0; }
 """
 THEME = gr.themes.Soft(primary_hue="amber", secondary_hue="indigo")
+# Runs in the page before a play request is queued, so a waiting player sees why nothing moves yet.
+SHOW_STARTING = "(...args) => { window.__wmShow && window.__wmShow('Starting\u2026 (waiting in line if the demo is busy)'); return args; }"
 CONCURRENCY = {"cpu": 2, "cuda": 1, "zerogpu": 4}   # worlds streaming at once; the rest wait in the queue
 LAUNCH = dict(css=CSS, theme=THEME, max_file_size="20mb")
 HELP = """**Keyboard** W A S D move · Shift sprint · Space jump · Ctrl/C crouch · E use · arrows look ·
@@ -56,7 +58,8 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
                 prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0]["prompt"], lines=2,
                                     max_length=MAX_PROMPT_CHARS, submit_btn="Apply",
                                     info="Changes apply to the next frames while you play.")
-                gr.Examples([[e["prompt"]] for e in EXAMPLES], inputs=[prompt], label="Try a world")
+                gr.Examples([[e["prompt"]] for e in EXAMPLES], inputs=[prompt], label="Try a world",
+                            fn=app.set_prompt, run_on_click=True)   # applies at once while playing
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=EXAMPLES[0]["seed"], precision=0, minimum=0)
                     steps = gr.Slider(0, 4, value=0, step=1, label="Steps",
@@ -66,7 +69,7 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
                                     info="A local folder path also works." if app.allow_custom_models else None)
                 with gr.Accordion("Start image", open=False):
                     start_file = gr.File(label="Seed the world with a picture (optional)", file_types=["image"],
-                                         height=90)
+                                         height=120)
                     start_preview = gr.Image(label="Start image", interactive=False, visible=False, height=160)
                     start_png = gr.State(None)
                     gr.Examples([[str(p)] for p in START_IMAGES], inputs=[start_file], label="Example start images")
@@ -77,7 +80,7 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
                     run_path = gr.Button("\u25b6 Run path")
                     gr.Examples([[e["path"], e["prompt"], e["seed"]] for e in EXAMPLES], inputs=[script, prompt, seed],
                                 label="Example paths")
-                    log_file = gr.File(label="Replay a control log (.json)", file_types=[".json"], height=90)
+                    log_file = gr.File(label="Replay a control log (.json)", file_types=[".json"], height=120)
                     path_note = gr.Markdown()
                 with gr.Accordion("Record", open=False):
                     overlay = gr.Checkbox(value=True, label="Draw the controls on the video")
@@ -88,7 +91,7 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
 
         play_inputs = [prompt, seed, model, steps, start_png]
         common = dict(outputs=[player, status], concurrency_id="play", show_progress="hidden",
-                      show_progress_on=[status])
+                      show_progress_on=[status], js=SHOW_STARTING)
         start.click(app.play, play_inputs, **common)
         run_path.click(app.play_path, [script, *play_inputs], **common)
         pause.click(app.pause, None, None, queue=False, show_progress="hidden")
@@ -129,9 +132,9 @@ def main() -> None:
     idle = args.idle_timeout if args.idle_timeout is not None else (60.0 if kind == "zerogpu" else 300.0)
     app = WorldApp(backend, models, allow_custom_models=not public, fps=args.fps, idle_timeout_s=idle)
     if kind == "zerogpu":
-        backend.warm_up(models[0])          # weights must be in place before the first GPU fork
+        backend.warm_up(models)             # weights must be in place before the first GPU fork
     else:
-        threading.Thread(target=backend.warm_up, args=(models[0],), daemon=True).start()
+        threading.Thread(target=backend.warm_up, args=(models,), daemon=True).start()
     demo = build_demo(app, models[0].key)
     demo.queue(max_size=20, default_concurrency_limit=CONCURRENCY[kind])
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH)

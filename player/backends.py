@@ -92,7 +92,7 @@ class Backend:
                                   str(Path.home() / ".cache" / "world-player" / "inductor"))
             os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
 
-    @functools.lru_cache(maxsize=2)
+    @functools.lru_cache(maxsize=4)
     def engine(self, uri: str | None):
         """The shared engine (weights) of a model; built once."""
         if uri == REALITY:
@@ -102,13 +102,16 @@ class Backend:
         # ZeroGPU forks a fresh worker per GPU allocation, so a JIT compile would rerun there.
         return WorldEngine(model=uri, device=self.device, compile=self.kind == "cuda")
 
-    def warm_up(self, choice: ModelChoice) -> None:
-        """Build the default engine and run a few frames (compiling on CUDA); report progress."""
+    def warm_up(self, choices: list[ModelChoice]) -> None:
+        """Build the default engine (on ZeroGPU: every engine, so the weights are packed before the
+        first GPU fork) and run a few frames (compiling on CUDA); report progress."""
         from world_engine import CtrlInput
 
         try:
-            self.warmup.update(0.05, f"loading {choice.label}")
-            engine = self._call(self.engine, choice.uri)
+            todo = choices if self.kind == "zerogpu" else choices[:1]
+            for i, choice in enumerate(todo):
+                self.warmup.update(0.05 + 0.25 * i / len(todo), f"loading {choice.label}")
+                engine = self._call(self.engine, choice.uri)
             if self.kind != "zerogpu":
                 probe = engine.fork(seed=0)
                 for i in range(3):

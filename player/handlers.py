@@ -12,6 +12,7 @@ import io
 import itertools
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from player.backends import Backend, ModelChoice
 from player.component import frame_value, message_value
 from player.controls import parse_script, parse_state
 from player.reality import REALITY
-from player.recording import Recorder, Replay, parse_log
+from player.recording import MAX_LOG_BYTES, Recorder, Replay, parse_log
 from player.sessions import BOARD, REGISTRY, Session, SessionFull, SessionRegistry
 from player.stream import Frame, Notice, SegmentArgs, WorldSpec
 
@@ -82,8 +83,6 @@ class WorldApp:
 
     def __init__(self, backend: Backend, models: list[ModelChoice], allow_custom_models: bool,
                  fps: float = 20.0, idle_timeout_s: float = 300.0) -> None:
-        if not models and not allow_custom_models:
-            raise ValueError("no model available: pass --model <folder or repo id>")
         self.backend = backend
         self.models = {m.key: m for m in models}
         self.allow_custom_models = allow_custom_models
@@ -91,6 +90,7 @@ class WorldApp:
         self.idle_timeout_s = idle_timeout_s
         self.registry = REGISTRY
         self._world_ids = itertools.count(1)
+        self._downloads = Path(tempfile.mkdtemp(prefix="world-player-"))
 
     # ---- validation -----------------------------------------------------------------------------
     def model(self, key: str | None) -> ModelChoice:
@@ -110,7 +110,10 @@ class WorldApp:
             state = parse_state(evt._data)
         except ValueError as exc:
             raise gr.Error(f"Ignored a control message: {exc}", title="Controls") from exc
-        session = _session(self.registry, request)
+        try:
+            session = self.registry.get(request.session_hash)
+        except SessionFull:
+            return          # Start reports a full server once; controls must not toast 30 times a second
         BOARD.write_state(session.slot, session.owner, state)
 
     def set_prompt(self, prompt: str, request: gr.Request) -> None:
@@ -143,7 +146,7 @@ class WorldApp:
             self.backend.forget(session.key)
         return message_value("World reset \u2014 press Start"), self.status_text(None, "reset")
 
-    def load_start_image(self, path: str | None, request: gr.Request) -> tuple[bytes | None, Any]:
+    def load_start_image(self, path: str | None) -> tuple[bytes | None, Any]:
         """Validate an upload; returns the normalised PNG (kept in gr.State) and a preview."""
         try:
             png = read_start_image(path)
@@ -156,8 +159,8 @@ class WorldApp:
         """Read a control log; the next "Run path" replays it. Fills prompt, seed, model, steps."""
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        if os.path.getsize(path) > 8 * 1024 * 1024:
-            raise gr.Error("That control log is larger than 8 MB.", title="Control log")
+        if os.path.getsize(path) > MAX_LOG_BYTES:
+            raise gr.Error(f"That control log is larger than {MAX_LOG_BYTES // 2**20} MB.", title="Control log")
         try:
             replay = parse_log(Path(path).read_bytes())
         except ValueError as exc:
@@ -179,7 +182,9 @@ class WorldApp:
         recorder: Recorder | None = session.recorder if session else None
         if recorder is None or not len(recorder):
             raise gr.Error("Nothing recorded yet: press Start and walk around first.", title="Recording")
-        folder = Path(tempfile.mkdtemp(prefix="world-recording-"))
+        folder = self._downloads / session.key   # one folder per session, replaced on each download
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         video = recorder.write_video(folder / f"world-{stamp}.webp", overlay=overlay)
         log = folder / f"world-{stamp}-controls.json"
@@ -299,10 +304,12 @@ class WorldApp:
         """Run segments back to back until the player pauses, leaves or idles out."""
         last_status = 0.0
         first = True
+        world, recorder = session.world, session.recorder
         while True:
             snap = BOARD.snapshot(session.slot)
             if snap.run != run or snap.owner != session.owner:
-                yield message_value("Paused \u2014 press Start to continue"), self.status_text(session, "paused")
+                if session.world is world:      # paused (after a reset, Reset's own message stays)
+                    yield message_value("Paused \u2014 press Start to continue"), self.status_text(session, "paused")
                 return
             done = session.world_frames
             args = SegmentArgs(
@@ -322,7 +329,7 @@ class WorldApp:
                         break
                     if BOARD.snapshot(session.slot).run != run:
                         break
-                    self._record(session, item)
+                    self._record(session, recorder, item)
                     now = time.monotonic()
                     status = gr.skip()
                     if first or now - last_status > 1.0:
@@ -350,8 +357,8 @@ class WorldApp:
                 yield message_value(ended.message), self.status_text(session, "paused")
                 return
 
-    def _record(self, session: Session, frame: Frame) -> None:
+    def _record(self, session: Session, recorder: Recorder, frame: Frame) -> None:
         session.frames_sent = frame.n + 1
         session.world_frames += 1
         session.history.append((frame.jpeg, frame.ctrl))
-        session.recorder.add(frame)
+        recorder.add(frame)

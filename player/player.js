@@ -11,7 +11,6 @@ const KEYMAP = props.keymap;          // KeyboardEvent.code -> bit
 const NAMES = props.key_names;        // bit order, for the overlay
 const BIT = {};
 NAMES.forEach((n, i) => { BIT[n] = 1 << i; });
-const LOOK_BITS = BIT.left | BIT.right | BIT.up | BIT.down;
 const SEND_MS = 33, RESEND_MS = 250, ACK_MS = 100;
 
 const wm = {frames: 0, drawn: 0, sent: 0, fps: 0, lat: 0, latSamples: [], lastN: -1, armed: false,
@@ -21,7 +20,7 @@ window.__wm = wm;
 let kbKeys = 0, padKeys = 0;
 let move = {x: 0, y: 0}, look = {x: 0, y: 0}, pad = {mx: 0, my: 0, sx: 0, sy: 0};
 let lookX = 0, lookY = 0;                 // cumulative pointer movement since load
-let seq = 0, lastSend = 0, lastSentSig = '', ackSent = -1, lastFrameAt = 0;
+let seq = 0, lastSend = 0, lastSentSig = "0,0,0,0,0,0,0", ackSent = -1, lastFrameAt = -Infinity;
 const pendingEdges = new Map();           // seq -> send time, for input-to-frame latency
 const drawTimes = [];
 
@@ -54,14 +53,13 @@ function send(edge) {
 }
 
 // ---- frames ---------------------------------------------------------------------------------
-let busy = false, pending = null, lastValue = null, frameSize = '';
+let busy = false, pending = null, seenN = -1, frameSize = '';
 watch('value', () => {
   const v = props.value;
-  if (!v || v === lastValue) return;      // watch may fire twice for one value under load
-  lastValue = v;
+  if (!v || (v.img && v.n <= seenN)) return;   // watch may fire twice for one value under load
   if (v.msg !== undefined) showMessage(v.msg);
   if (v.hud) $('.wm-server').textContent = v.hud;
-  if (v.img) { wm.frames += 1; pending = v; if (!busy) drawNext(); }
+  if (v.img) { seenN = v.n; wm.frames += 1; pending = v; if (!busy) drawNext(); }
 });
 
 async function drawNext() {
@@ -71,7 +69,7 @@ async function drawNext() {
     const img = new Image();
     img.src = v.img;
     try { await img.decode(); } catch (e) { continue; }
-    const scale = Math.max(1, Math.ceil(512 / Math.max(v.w, v.h)));   // small frames: upscale once, smoothly
+    const scale = Math.max(1, Math.ceil(512 / Math.max(v.w, v.h)));   // small frames: draw upscaled
     if (frameSize !== v.w + 'x' + v.h) {
       frameSize = v.w + 'x' + v.h;
       canvas.width = v.w * scale; canvas.height = v.h * scale;
@@ -293,3 +291,4 @@ function renderHud() {
 }
 $('.wm-pix').addEventListener('click', () => root.classList.toggle('wm-pixelated'));
 showMessage(props.message || '');
+window.__wmShow = showMessage;   // lets the Start button say "waiting in line" before the queue answers

@@ -82,7 +82,7 @@ class Recorder:
             raise ValueError("nothing recorded yet: press Start and play a little first")
         images = []
         font = ImageFont.load_default(size=max(10, size // 24))
-        for jpeg, keys, ctrl in self.video:
+        for jpeg, keys, ctrl in list(self.video):   # a copy: the frame loop keeps appending
             img = Image.fromarray(decode_image(jpeg))
             img = img.resize((round(img.width * size / img.height), size), Image.Resampling.BICUBIC)
             if overlay:

@@ -211,9 +211,6 @@ class SessionRegistry:
         for key in stale:
             self.free(key)
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
 
 # One registry per process: it is the only allocator of BOARD's slots.
 REGISTRY = SessionRegistry(BOARD)

@@ -35,4 +35,12 @@ def latent_checkpoint(tmp_path_factory) -> Path:
     """A small random checkpoint without an autoencoder (a latent-only engine)."""
     from world_engine.testing import write_random_checkpoint
 
-    return write_random_checkpoint(tmp_path_factory.mktemp("latent") / "model", with_autoencoder=False)
+    return write_random_checkpoint(tmp_path_factory.mktemp("latent") / "model", autoencoder=None)
+
+
+@pytest.fixture(scope="session")
+def playable_checkpoint(tmp_path_factory) -> Path:
+    """A small random checkpoint with the 64x64 tiny autoencoder: fast enough to stream on a CPU."""
+    from world_engine.testing import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("playable") / "model", autoencoder="tiny")

@@ -20,10 +20,10 @@ from world_engine import VK
 
 
 @pytest.fixture(scope="module")
-def app(tiny_checkpoint: Path) -> WorldApp:
+def app(playable_checkpoint: Path) -> WorldApp:
     backend = create_backend("cpu", segment_seconds=3600)
-    models = model_catalog([str(tiny_checkpoint)], "cpu")
-    backend.warm_up(models[0])
+    models = model_catalog([str(playable_checkpoint)], "cpu")
+    backend.warm_up(models)
     assert backend.warmup.error is None
     return WorldApp(backend, models, allow_custom_models=False, fps=50)
 
@@ -131,20 +131,20 @@ def test_a_50_mb_upload_is_refused_clearly(app, tmp_path):
     with open(big, "wb") as f:
         f.truncate(50 * 1024 * 1024)
     with pytest.raises(gr.Error, match="50 MB; the limit is 20 MB"):
-        app.load_start_image(str(big), req("upload"))
+        app.load_start_image(str(big))
 
 
 def test_a_non_image_upload_is_refused_clearly(app, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not an image at all")
     with pytest.raises(gr.Error, match="not an image"):
-        app.load_start_image(str(text), req("upload"))
+        app.load_start_image(str(text))
 
 
 def test_a_start_image_seeds_the_world(app, tmp_path):
     path = tmp_path / "start.png"
     Image.fromarray(np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (300, 4, 3))[:, :1024]).save(path)
-    png, preview = app.load_start_image(str(path), req("start"))
+    png, preview = app.load_start_image(str(path))
     assert Image.open(io.BytesIO(png)).size == (640, 188)     # scaled to at most 640 px a side
     gen = play(app, "start", start_png=png)
     frames(gen, 1)
@@ -152,12 +152,12 @@ def test_a_start_image_seeds_the_world(app, tmp_path):
     assert app.registry.find("start").world.start_image == png
 
 
-def test_the_public_model_picker_is_an_allow_list(app, tiny_checkpoint):
-    for key in (str(tiny_checkpoint.parent), "/etc", "someone/some-model"):
+def test_the_public_model_picker_is_an_allow_list(app, playable_checkpoint):
+    for key in (str(playable_checkpoint.parent), "/etc", "someone/some-model"):
         with pytest.raises(gr.Error, match="Unknown model"):
             app.model(key)
     private = WorldApp(app.backend, list(app.models.values()), allow_custom_models=True)
-    assert private.model(str(tiny_checkpoint)).uri == str(tiny_checkpoint)
+    assert private.model(str(playable_checkpoint)).uri == str(playable_checkpoint)
 
 
 def test_pause_keeps_the_world_and_reset_starts_a_new_one(app):
@@ -223,3 +223,16 @@ def test_switching_the_prompt_while_playing_changes_the_world_without_a_reset(ap
     assert app.registry.find("switch").world is world and fiery["n"] > icy["n"]
     red_minus_blue = [m[0] - m[2] for m in (mean_rgb(icy), mean_rgb(fiery))]
     assert red_minus_blue[1] > red_minus_blue[0] + 10
+
+
+def test_the_world_carries_across_gpu_segments_on_fresh_workers(app, monkeypatch):
+    """ZeroGPU-style: short segments, and every segment lands on a worker that never saw the world."""
+    monkeypatch.setattr(app.backend, "segment_seconds", 0.05)
+    monkeypatch.setattr(app.backend.worlds, "get", lambda *a: None)
+    gen = app.play_path("w*2, d*2", "", 6, app_model(app), 0, None, req("segments"))
+    got = frames(gen, 5)
+    gen.close()
+    session = app.registry.find("segments")
+    assert [f["n"] for f in got] == list(range(got[0]["n"], got[0]["n"] + 5))
+    assert recorded_buttons(app, "segments")[:4] == [(VK["W"],)] * 2 + [(VK["D"],)] * 2
+    assert session.world_frames == 5 and len(session.history) == 5

@@ -15,7 +15,7 @@ from world_engine.testing import TINY_CONFIG, write_random_checkpoint
 
 @pytest.fixture()
 def checkpoint(tmp_path):
-    return write_random_checkpoint(tmp_path / "model", with_autoencoder=False)
+    return write_random_checkpoint(tmp_path / "model", autoencoder=None)
 
 
 def rewrite_weights(folder, edit) -> None:

@@ -91,7 +91,7 @@ def build_engine(model: str, device: torch.device, dtype: torch.dtype, layers: i
         values = dict(WAYPOINT_1_SMALL, n_layers=layers or WAYPOINT_1_SMALL["n_layers"])
         model = str(Path(tempfile.mkdtemp()) / "waypoint-1-small-random")
         print(f"writing random weights for {values['n_layers']} layers to {model} ...", flush=True)
-        write_random_checkpoint(model, with_autoencoder=False, **values)
+        write_random_checkpoint(model, autoencoder=None, **values)
     engine = WorldEngine(model, device=device, dtype=dtype, seed=0)
     if engine.config.prompt_conditioning is not None:
         engine.set_prompt_embedding(torch.randn(1, UMT5_TOKENS, engine.config.prompt_embedding_dim) * 0.1,

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from .config import WorldConfig
 from .model.autoencoder import AEConfig, Decoder, Encoder
 from .model.dit import WorldDiT
+from .model.tiny_autoencoder import TinyAEConfig, TinyAutoencoder
 from .model.weights import unshared_state_dict
 
 TINY_CONFIG: dict[str, Any] = {
@@ -53,18 +54,29 @@ def write_random_waypoint_autoencoder(folder: str | Path, stages: int = 3, **val
     return folder
 
 
-def write_random_checkpoint(folder: str | Path, seed: int = 0, with_autoencoder: bool = True,
+def write_random_checkpoint(folder: str | Path, seed: int = 0, autoencoder: str | None = "waypoint",
                             **overrides: Any) -> Path:
-    """Write ``config.yaml`` + ``model.safetensors`` (+ ``autoencoder/``) with random weights."""
+    """Write ``config.yaml`` + ``model.safetensors`` (+ ``autoencoder/``) with random weights.
+
+    ``autoencoder``: ``"waypoint"`` (360x640 frames; exercises the released format), ``"tiny"``
+    (64x64 frames, fast enough to play on a CPU) or ``None`` (a latent-only model).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    values = {**TINY_CONFIG, **overrides}
-    values.setdefault("ae_uri", "./autoencoder" if with_autoencoder else None)
+    values = {**TINY_CONFIG, **({"patch": [1, 1]} if autoencoder == "tiny" else {}), **overrides}
+    values.setdefault("ae_uri", "./autoencoder" if autoencoder else None)
     config = WorldConfig.from_dict(values)
     torch.manual_seed(seed)
     model = WorldDiT(config)
     save_file(unshared_state_dict(model), folder / "model.safetensors")
     config.save(folder / "config.yaml")
-    if with_autoencoder:
+    if autoencoder == "waypoint":
         write_random_waypoint_autoencoder(folder / "autoencoder", latent_channels=config.channels)
+    elif autoencoder == "tiny":
+        _, height, _ = config.latent_shape
+        widths = [16] * max(1, (64 // height).bit_length() - 2) + [8]
+        TinyAutoencoder(TinyAEConfig(image_size=64, latent_channels=config.channels, widths=widths)).save(
+            folder / "autoencoder")
+    elif autoencoder is not None:
+        raise ValueError(f"unknown autoencoder kind {autoencoder!r}: use 'waypoint', 'tiny' or None")
     return folder

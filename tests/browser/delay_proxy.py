@@ -58,13 +58,14 @@ class DelayProxy:
         queue: asyncio.Queue = asyncio.Queue()
 
         async def deliver() -> None:
-            while True:
-                due, data = await queue.get()
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-                if data is None:
-                    break
-                writer.write(data)
-                await writer.drain()
+            try:
+                while (item := await queue.get())[1] is not None:
+                    await asyncio.sleep(max(0.0, item[0] - time.monotonic()))
+                    writer.write(item[1])
+                    await writer.drain()
+            except ConnectionError:
+                pass            # the other side went away; the reader notices too
+            writer.close()
 
         sender = asyncio.create_task(deliver())
         try:
@@ -73,8 +74,4 @@ class DelayProxy:
         except ConnectionError:
             pass
         queue.put_nowait((time.monotonic() + self.delay_s, None))
-        try:
-            await sender
-        except ConnectionError:
-            pass
-        writer.close()
+        await sender

@@ -47,7 +47,7 @@ def served():
     backend = create_backend("cpu", segment_seconds=3600)
     models = model_catalog([], "cpu")
     reality = next(m for m in models if m.key == "reality")
-    backend.warm_up(reality)
+    backend.warm_up([reality])
     world_app = WorldApp(backend, models, allow_custom_models=False, fps=FPS)
     demo = app_module.build_demo(world_app, reality.key)
     demo.queue(max_size=20, default_concurrency_limit=2)

@@ -104,14 +104,14 @@ def _rooms(rng: np.random.Generator, m: int) -> tuple[np.ndarray, list[tuple[int
     """Rectangular rooms joined by L-shaped corridors; returns the rooms as (y0, x0, y1, x1)."""
     free = np.zeros((m, m), bool)
     rooms: list[tuple[int, int, int, int]] = []
-    for _ in range(60):
-        h, w = rng.integers(3, 9, size=2)
+    for _ in range(200):
+        h, w = rng.integers(4, 10, size=2)
         y0, x0 = rng.integers(1, m - 1 - h), rng.integers(1, m - 1 - w)
         y1, x1 = y0 + h, x0 + w
         if all(y1 + 1 < a or b + 1 < y0 or x1 + 1 < c or d + 1 < x0 for a, c, b, d in rooms):
             rooms.append((y0, x0, y1, x1))
             free[y0:y1, x0:x1] = True
-        if len(rooms) >= 9:
+        if len(rooms) >= 10:
             break
     rooms.sort(key=lambda r: (r[0] + r[2]) * 0.3 + (r[1] + r[3]))
     centres = [((a + b) // 2, (c + d) // 2) for a, c, b, d in rooms]

@@ -82,7 +82,7 @@ class Policy:
         new = self.left <= 0
         mode = torch.searchsorted(_ENTRY_CDF.to(dev), self._u(1).contiguous()).clamp_(max=len(MODES) - 1)
         mean = torch.tensor(MEAN_FRAMES, device=dev)[mode]
-        length = 1 + (-mean * torch.log1p(-self._u(2))).long()
+        length = 1 + (torch.log1p(-self._u(2)) / torch.log1p(-1.0 / mean)).long()  # geometric
         self.mode = torch.where(new, mode, self.mode)
         self.left = torch.where(new, length, self.left) - 1
         self.side = torch.where(new, torch.where(self._u(3) < 0.5, -1.0, 1.0), self.side)

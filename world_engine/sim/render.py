@@ -110,29 +110,29 @@ def _cast_walls(s: Scene, rx: torch.Tensor, ry: torch.Tensor):
     """Nearest wall hit of every ray: distance, cell, face coordinate u and side, [B, W] each.
 
     Per axis, the k-th grid line a ray crosses enters cell ``first + step * k``; all VIEW_CELLS
-    crossings are tested at once and the nearest one that stops the ray wins. Cell indices wrap
-    (``& 31``): beyond the solid map border nothing is ever nearer than the border itself.
+    crossings are tested at once and the nearest one that stops the ray wins. Crossings beyond the
+    map are clamped onto its solid border, which is never nearer than the real border hit.
     """
     b, w = rx.shape
-    k = torch.arange(VIEW_CELLS, device=rx.device, dtype=torch.float32)
+    k = torch.arange(VIEW_CELLS, device=rx.device, dtype=torch.float32)[:, None]  # [N, 1]
+    scale = torch.tensor(float(MAP_SIZE), device=rx.device)
     best = []
     for axis, (pos, other, r, q) in enumerate(((s.x, s.y, rx, ry), (s.y, s.x, ry, rx))):
         r = torch.where(r.abs() < 1e-6, 1e-6, r)
         forward = r > 0
         step = torch.where(forward, 1.0, -1.0)
         first = pos.floor()[:, None] + step  # the cell entered at the first crossing
-        entered = torch.addcmul(first[..., None], step[..., None], k)  # [B, W, N]
-        offset = ((~forward).float() - pos[:, None])[..., None]  # grid line = cell + offset + pos
-        dist = (entered + offset) / r[..., None]
-        along = torch.addcmul(other[:, None, None], dist, q[..., None])
+        entered = torch.addcmul(first[:, None], step[:, None], k)  # [B, N, W]: N before W keeps
+        offset = ((~forward).float() - pos[:, None])[:, None]  # per-ray broadcasts contiguous
+        dist = (entered + offset) / r[:, None]
+        along = torch.addcmul(other[:, None, None], dist, q[:, None])
         cell_o = along.floor()
         u = along - cell_o
         lo, hi = (entered, cell_o) if axis == 0 else (cell_o, entered)
-        cell = ((hi.long() & (MAP_SIZE - 1)) * MAP_SIZE + (lo.long() & (MAP_SIZE - 1))).view(b, -1)
-        stop = s.ray_stop.gather(1, cell).view(b, w, -1)
-        dmin, nearest = torch.where(u >= stop, dist, NO_HIT).min(-1, keepdim=True)
-        best.append((dmin[..., 0], cell.view(b, w, -1).gather(2, nearest)[..., 0],
-                     (u - stop).gather(2, nearest)[..., 0]))
+        cell = torch.addcmul(lo.clamp(0, MAP_SIZE - 1), hi.clamp(0, MAP_SIZE - 1), scale).long()
+        stop = s.ray_stop.gather(1, cell.view(b, -1)).view_as(u)
+        dmin, nearest = torch.where(u >= stop, dist, NO_HIT).min(1, keepdim=True)
+        best.append((dmin[:, 0], cell.gather(1, nearest)[:, 0], (u - stop).gather(1, nearest)[:, 0]))
     (dist_x, cell_x, u_x), (dist_y, cell_y, u_y) = best
     side_y = dist_y < dist_x
     return (torch.where(side_y, dist_y, dist_x), torch.where(side_y, cell_y, cell_x),
@@ -168,9 +168,9 @@ def _particles(device: str) -> torch.Tensor:
 
 
 def _weather(s: Scene, rgb: torch.Tensor) -> torch.Tensor:
-    """Rain streaks or snowflakes over float [B, H, W, 3] (0..255); they turn with the sky."""
+    """Rain streaks or snowflakes over float [B, W, H, 3] (0..255); they turn with the sky."""
     which = (s.weather != WEATHER_NONE).nonzero()[:, 0]
-    b, h, w, _ = rgb.shape
+    b, w, h, _ = rgb.shape
     dev = rgb.device
     p = PARTICLE_TILE
     snow = (s.weather[which] == WEATHER_SNOW).long()
@@ -178,13 +178,13 @@ def _weather(s: Scene, rgb: torch.Tensor) -> torch.Tensor:
     shift = (s.yaw[which] * (p / math.radians(FOV_DEG))).floor().long() + s.seed[which] % p
     fall = torch.where(snow.bool(), t * 2, t * 16) + (s.seed[which] >> 8) % p
     drift = snow * (t // 3)
-    u = (torch.arange(w, device=dev) * p // w)[None, None] + (shift + drift)[:, None, None]
-    v = (torch.arange(h, device=dev) * p // h)[None, :, None] - fall[:, None, None]
-    flat = snow[:, None, None] * (p * p) + (v % p) * p + u % p
+    u = (torch.arange(w, device=dev) * p // w)[None, :, None] + (shift + drift)[:, None, None]
+    v = (torch.arange(h, device=dev) * p // h)[None, None, :] - fall[:, None, None]
+    flat = snow[:, None, None] * (p * p) + (v % p) * p + u % p  # [b, W, H]
     alpha = _particles(str(dev))[flat][..., None]
     colour = torch.where(snow.bool()[:, None], torch.tensor([250.0, 250.0, 255.0], device=dev),
                          torch.tensor([190.0, 200.0, 220.0], device=dev))[:, None, None]
-    rgb[which] = torch.lerp(rgb[which], colour.expand(-1, h, w, 3), alpha)
+    rgb[which] = torch.lerp(rgb[which], colour.expand(-1, w, h, 3), alpha)
     return rgb
 
 
@@ -195,6 +195,8 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
     Pixel tensors are column-major ``[B, W, H]``: a raycaster works column by column, and it lets
     the sprite pass touch only the columns that have a sprite.
     """
+    if not 1 <= ss <= 11:
+        raise ValueError("supersampling must be 1..11 (the colour lanes hold 11 x 11 samples)")
     dev = s.x.device
     b, h, w = s.batch, height * ss, width * ss
     f = focal_px(w)
@@ -212,7 +214,8 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
     light = s.cell_light.gather(1, cell).float() * torch.where(side_y, WALL_SIDE_SHADE / UNIT, 1.0 / UNIT)
     wall_shade = _shade_word(light, _fog(dist, near, far))[..., None]  # [B, W, 1]
     tex_u = (u * TEX).long().clamp_(0, TEX - 1)
-    wall_col = (s.wall_base.gather(1, cell) + tex_u.to(torch.int32))[..., None]
+    # texel of wall pixel = base + u + 32 * (row - 32): fold the -32 rows into the column term
+    wall_col = (s.wall_base.gather(1, cell) + tex_u.to(torch.int32) - TEX * TEX)[..., None]
     top = horizon[:, None] - ((1.0 - s.z[:, None]) * f) / dist
     vscale = dist * (TEX / f)
     wall_bias = (TEX - top * vscale)[..., None]  # texel row + TEX: wall pixels land in [32, 64)
@@ -263,9 +266,10 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
                + (~below).to(torch.int32) * MM)[:, None]
 
     # ---- pixels [B, W, H]: floor / ceiling texels through the per-cell tables
+    # int16 halves the memory traffic: |texel coordinates| < 2**15 since MAX_ROW_DIST is capped
     scale = (row_dist * TEX)[:, None]
-    tx = torch.addcmul((s.x * TEX)[:, None, None], rx[..., None], scale).to(torch.int32)
-    ty = torch.addcmul((s.y * TEX)[:, None, None], ry[..., None], scale).to(torch.int32)
+    tx = torch.addcmul((s.x * TEX)[:, None, None], rx[..., None], scale).to(torch.int16)
+    ty = torch.addcmul((s.y * TEX)[:, None, None], ry[..., None], scale).to(torch.int16)
     local = ((ty & (TEX - 1)) << 5) | (tx & (TEX - 1))
     cells = (((ty & ((MAP_SIZE - 1) << 5)) | ((tx >> 5) & (MAP_SIZE - 1))) + row_off).view(-1)
     del tx, ty
@@ -283,7 +287,7 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
     wall_row = torch.addcmul(wall_bias, vscale, rows).to(torch.int32)
     on_wall = (wall_row >> 5) == 1
     wall_i = on_wall.to(torch.int32)
-    index += wall_i * ((((wall_row & (TEX - 1)) << 5) + wall_col) - index)
+    index += wall_i * (((wall_row << 5) + wall_col) - index)
     shade += wall_i * (wall_shade - shade)
     del wall_row, wall_i
     index, shade = index.view(b * w, h), shade.view(b * w, h)
@@ -304,15 +308,15 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
     # ---- colour: packed texels times brightness, two lanes at a time, summed over ss x ss
     texel = atlas.rgb.index_select(0, index.view(-1)).view(b, w, h)
     m = shade & 0xFFFF
-    rb = _pool((((texel & 0xFF00FF) * m) >> 6) & 0x01FF01FF, ss)
-    g = _pool(((((texel >> 8) & 0xFF) * m) >> 6), ss)
-    fog_w = _pool(shade >> 16, ss)
-    rgb = torch.stack((rb & 0xFFFF, g, rb >> 16), -1).transpose(1, 2).float()  # [B, H, W, 3]
-    rgb = torch.addcmul(rgb, fog_w.transpose(1, 2).float()[..., None], s.fog_colour[:, None, None])
+    rb = _pool((((texel & 0xFF00FF) * m) >> 6) & 0x01FF01FF, ss)  # red and blue lanes
+    g = _pool((texel & 0xFF00) * m, ss) >> 14  # green stays at bit 8: g * m * ss^2 < 2^31
+    fog_w = _pool(shade, ss) >> 16  # the m lane sums stay below 2^16
+    rgb = torch.stack((rb & 0xFFFF, g, rb >> 16), -1).float()  # [B, W, H, 3]
+    rgb = torch.addcmul(rgb, fog_w.float()[..., None], s.fog_colour[:, None, None])
     rgb *= 1.0 / (ss * ss)
     if bool((s.weather != WEATHER_NONE).any()):
         rgb = _weather(s, rgb)
-    out = Rendered(rgb.round_().clamp_(0, 255).to(torch.uint8))
+    out = Rendered(rgb.round_().clamp_(0, 255).to(torch.uint8).transpose(1, 2).contiguous())
     if aux:
         out.depth, out.seg = _aux(ss, dist, row_dist, below, sky_rows, on_wall, sprite_hits,
                                   [layer[-1] for layer in layers])

@@ -16,7 +16,7 @@ import torch
 from .constants import LIQUID_FRAMES, TEX
 from .themes import THEME_NAMES, THEMES, TIMES_OF_DAY
 
-SKY_W, SKY_H = 512, 64  # the sky panorama covers 360 degrees of yaw
+SKY_W, SKY_H = 512, 128  # the sky panorama covers 360 degrees of yaw
 SKY_TAN_MAX = 2.5  # its top row is at tan(elevation) = 2.5 (68 degrees)
 SPRITE_FRAMES = 2  # every sprite has two animation frames (flicker, squash)
 SPRITE_ROWS = TEX + 2  # sprites carry a transparent row above and below (see render.py)
@@ -264,7 +264,7 @@ def _brick_castle(rng):
         tall=[banner(f) for f in range(2)], small=[crate(f) for f in range(2)],
         light=[brazier(f) for f in range(2)],
         creature=[_blob_creature((0.55, 0.25, 0.7), f) for f in range(2)],
-        fog=(0.7, 0.78, 0.88), sky=dict(top=(0.22, 0.45, 0.85), horizon=(0.68, 0.8, 0.95),
+        fog=(0.7, 0.78, 0.88), sky=dict(top=(0.22, 0.45, 0.85), horizon=(0.68, 0.8, 0.95), night=(0.02, 0.04, 0.16),
                                         hills=(0.2, 0.42, 0.2), clouds=0.55, silhouette="hills"))
 
 
@@ -285,7 +285,7 @@ def _ice_cave(rng):
         glow |= shard
     floor = _rgb((0.86, 0.91, 0.96)) * (0.88 + 0.2 * _noise(rng, (TEX, TEX), (4, 4)))[..., None]
     alt = _rgb((0.55, 0.75, 0.88)) * (0.85 + 0.25 * n.T)[..., None]
-    ceiling = _rgb((0.24, 0.32, 0.44)) * (0.8 + 0.4 * _noise(rng, (TEX, TEX), (3, 3)))[..., None]
+    ceiling = _rgb((0.3, 0.4, 0.54)) * (0.75 + 0.5 * _noise(rng, (TEX, TEX), (3, 3)))[..., None]
     door = _rgb((0.5, 0.72, 0.88)) * (0.9 + 0.2 * n)[..., None]
     door[:, :2], door[:, -2:], door[:2] = _rgb((0.25, 0.35, 0.5)), _rgb((0.25, 0.35, 0.5)), _rgb((0.25, 0.35, 0.5))
     door[::8] = _rgb((0.8, 0.93, 1.0))
@@ -317,7 +317,7 @@ def _ice_cave(rng):
         tall=[crystal(f) for f in range(2)], small=[mound(f) for f in range(2)],
         light=[torch(f) for f in range(2)],
         creature=[_blob_creature((0.93, 0.95, 0.98), f, eye=(0.3, 0.6, 1.0)) for f in range(2)],
-        fog=(0.62, 0.75, 0.88))
+        fog=(0.72, 0.87, 0.96))
 
 
 def _desert_ruins(rng):
@@ -365,7 +365,7 @@ def _desert_ruins(rng):
         tall=[palm(f) for f in range(2)], small=[urn(f) for f in range(2)],
         light=[brazier(f) for f in range(2)],
         creature=[_blob_creature((0.18, 0.14, 0.1), f, eye=(0.9, 0.7, 0.2)) for f in range(2)],
-        fog=(0.88, 0.8, 0.62), sky=dict(top=(0.35, 0.58, 0.85), horizon=(0.9, 0.85, 0.7),
+        fog=(0.88, 0.8, 0.62), sky=dict(top=(0.35, 0.58, 0.85), horizon=(0.9, 0.85, 0.7), night=(0.16, 0.07, 0.2),
                                         hills=(0.8, 0.62, 0.38), clouds=0.15, silhouette="dunes"))
 
 
@@ -433,7 +433,7 @@ def _neon_city(rng):
         liquid=_liquid(rng, (0.1, 0.05, 0.3), (0.2, 0.95, 1.0), True),
         tall=[lamp(f) for f in range(2)], small=[vending(f) for f in range(2)],
         light=[neon(f) for f in range(2)], creature=[drone(f) for f in range(2)],
-        fog=(0.28, 0.12, 0.34), sky=dict(top=(0.12, 0.05, 0.25), horizon=(0.55, 0.25, 0.55),
+        fog=(0.24, 0.1, 0.42), sky=dict(top=(0.12, 0.05, 0.25), horizon=(0.55, 0.25, 0.55), night=(0.1, 0.02, 0.16),
                                          hills=(0.06, 0.05, 0.1), clouds=0.3,
                                          silhouette="skyline"))
 
@@ -484,7 +484,7 @@ def _hedge_garden(rng):
         tall=[topiary(f) for f in range(2)], small=[bush(f) for f in range(2)],
         light=[lantern(f) for f in range(2)],
         creature=[_blob_creature((0.6, 0.45, 0.3), f, ears=(0.65, 0.5, 0.35)) for f in range(2)],
-        fog=(0.78, 0.86, 0.8), sky=dict(top=(0.25, 0.55, 0.92), horizon=(0.75, 0.88, 0.95),
+        fog=(0.78, 0.86, 0.8), sky=dict(top=(0.25, 0.55, 0.92), horizon=(0.75, 0.88, 0.95), night=(0.01, 0.08, 0.1),
                                         hills=(0.12, 0.32, 0.12), clouds=0.5, silhouette="trees"))
 
 
@@ -549,7 +549,7 @@ def _scifi_station(rng):
     panel[rivets] = _rgb((0.45, 0.47, 0.52))
     wall1 = panel.copy()
     strip = (y >= 14) & (y < 18)
-    wall1[strip] = _rgb((0.2, 0.95, 0.9))
+    wall1[strip] = _rgb((1.0, 0.55, 0.12))
     wall2 = _rgb((0.15, 0.17, 0.2)) * np.ones((TEX, TEX, 3))
     screen = (x >= 4) & (x < 28) & (y >= 5) & (y < 21)
     wall2[screen] = _rgb((0.02, 0.12, 0.08))
@@ -562,8 +562,9 @@ def _scifi_station(rng):
     door[:, 15:17] = _rgb((0.25, 0.26, 0.3))
     floor = _rgb((0.42, 0.44, 0.48)) * np.ones((TEX, TEX, 3))
     floor[(x % 4 == 0) | (y % 4 == 0)] = _rgb((0.22, 0.23, 0.26))
+    floor[x < 3] = _rgb((0.95, 0.7, 0.15))  # guide lines
     alt = _rgb((0.85, 0.87, 0.9)) * np.ones((TEX, TEX, 3))
-    alt[(x == 0) | (y == 0)] = _rgb((0.3, 0.5, 0.9))
+    alt[(x < 2) | (y < 2)] = _rgb((1.0, 0.55, 0.12))
     ceiling = panel * 0.75
     lamp = (x >= 8) & (x < 24) & (y >= 8) & (y < 24)
     ceiling[lamp] = _rgb((0.9, 0.97, 1.0))
@@ -614,35 +615,38 @@ _PAINTERS = {"stone_dungeon": _stone_dungeon, "brick_castle": _brick_castle,
 # Non-emissive texels are multiplied by these per time of day (outdoor, indoor).
 _TINT = {"day": ((1.0, 1.0, 1.0), (1.0, 1.0, 1.0)),
          "sunset": ((1.0, 0.78, 0.6), (0.96, 0.84, 0.72)),
-         "night": ((0.46, 0.48, 0.62), (0.66, 0.68, 0.8))}
+         "night": ((0.5, 0.5, 0.62), (0.7, 0.7, 0.8))}
 
 
-def _sky(rng: np.random.Generator, spec: dict, time: str) -> np.ndarray:
-    """A [SKY_H, SKY_W, 3] panorama; row 0 is the horizon, rows go up."""
+def _sky(rng: np.random.Generator, spec: dict, time: str) -> tuple[np.ndarray, np.ndarray]:
+    """A [SKY_H, SKY_W, 3] panorama (row 0 is the horizon, rows go up) and its horizon colour."""
     elev = np.linspace(0, 1, SKY_H)[:, None, None]
     top, horizon = _rgb(spec["top"]), _rgb(spec["horizon"])
     if time == "sunset":
         top, horizon = top * _rgb((0.7, 0.55, 0.8)), _rgb((1.0, 0.55, 0.3))
     elif time == "night":
-        top, horizon = _rgb((0.03, 0.05, 0.14)), top * 0.35 + _rgb((0.06, 0.07, 0.14))
+        top, horizon = _rgb(spec["night"]), _rgb(spec["night"]) * 1.6 + top * 0.2
     img = horizon * (1 - elev ** 0.6) + top * elev ** 0.6
     img = img * np.ones((1, SKY_W, 1))
     u = np.arange(SKY_W)
     if time == "night":
         stars = rng.random((SKY_H, SKY_W)) < 0.012
-        stars[:6] = False
+        stars[:12] = False
         img[stars] = _rgb((0.9, 0.9, 1.0)) * rng.uniform(0.5, 1.0, (int(stars.sum()), 1))
-    # sun or moon at a fixed azimuth
-    sun_u, sun_v = SKY_W * 0.3, {"day": 40, "sunset": 10, "night": 34}[time]
-    d = np.hypot((u[None, :] - sun_u), (np.arange(SKY_H)[:, None] - sun_v) * 1.6)
+    # sun or moon at a fixed azimuth, measured in degrees so it stays round
+    azimuth = u * (360.0 / SKY_W)
+    elevation = np.degrees(np.arctan((np.arange(SKY_H) + 0.5) * (SKY_TAN_MAX / SKY_H)))
+    sun_el = {"day": 40.0, "sunset": 6.0, "night": 30.0}[time]
+    d = np.hypot(azimuth[None, :] - 108.0, elevation[:, None] - sun_el)
     disc = {"day": (1.0, 0.97, 0.85), "sunset": (1.0, 0.8, 0.4), "night": (0.9, 0.92, 1.0)}[time]
-    img[d < 6] = _rgb(disc)
+    img[d < 3.5] = _rgb(disc)
     if time != "night":
-        halo = np.clip(1 - d / 40, 0, 1)[..., None] ** 2 * 0.35
+        halo = np.clip(1 - d / 25, 0, 1)[..., None] ** 2 * 0.35
         img = img * (1 - halo) + _rgb(disc) * halo
     if spec["clouds"] > 0:
-        cloud = _noise(rng, (SKY_H, SKY_W), (2, 16), 4)
-        amount = np.clip((cloud - (1 - spec["clouds"])) * 3, 0, 1)[..., None] * (elev > 0.08)
+        cloud = _noise(rng, (SKY_H, SKY_W), (8, 20), 4)  # wider than tall, like real clouds
+        amount = np.clip((cloud - (1 - spec["clouds"])) * 3, 0, 1)[..., None]
+        amount = amount * np.clip((elev - 0.03) * 8, 0, 1)  # fade out towards the horizon
         colour = {"day": (1.0, 1.0, 1.0), "sunset": (1.0, 0.7, 0.6), "night": (0.18, 0.18, 0.25)}[time]
         img = img * (1 - 0.8 * amount) + _rgb(colour) * 0.8 * amount
     # silhouette on the horizon
@@ -650,16 +654,16 @@ def _sky(rng: np.random.Generator, spec: dict, time: str) -> np.ndarray:
     line = _noise(rng, (1, SKY_W), (1, {"hills": 6, "dunes": 4, "trees": 48, "skyline": 1}[kind]), 2)[0]
     if kind == "skyline":
         blocks = rng.random(SKY_W // 8).repeat(8)
-        height = 4 + (blocks ** 2 * 22).astype(int)
-    else:
-        height = (3 + line * {"hills": 12, "dunes": 7, "trees": 10}[kind]).astype(int)
+        height = 5 + (blocks ** 2 * 30).astype(int)
+    else:  # rows: 128 rows span 68 degrees, so 10 rows are about 11 degrees near the horizon
+        height = (2 + line * {"hills": 10, "dunes": 6, "trees": 9}[kind]).astype(int)
     ground = np.arange(SKY_H)[:, None] < height[None, :]
     shade = _rgb(spec["hills"]) * _rgb(_TINT[time][0])
     img[ground] = (shade * (0.85 + 0.3 * rng.random((SKY_H, SKY_W, 1))))[ground]
     if kind == "skyline":
         windows = ground & (rng.random((SKY_H, SKY_W)) < (0.08 if time == "day" else 0.25))
         img[windows] = _rgb((1.0, 0.85, 0.45))
-    return np.clip(img, 0, 1)
+    return np.clip(img, 0, 1), horizon
 
 
 # ----------------------------------------------------------------------------- the atlas
@@ -725,11 +729,12 @@ def _build_atlas() -> Atlas:
                 parts = [_sprite_texels(c, tint) for c in painted[slot]]
                 row[SLOT[slot]] = add(np.concatenate([p[0] for p in parts]),
                                       np.concatenate([p[1] for p in parts]))
-            fog_colour = _rgb(painted["fog"]) * _rgb(tint)
-            if theme.outdoor:
-                sky = _sky(np.random.default_rng(2000 + t), painted["sky"], time)
+            if theme.outdoor:  # fog between the theme's haze and the sky at the horizon
+                sky, horizon = _sky(np.random.default_rng(2000 + t), painted["sky"], time)
                 row[SLOT["sky"]] = add(sky)
-                fog_colour = sky[3:8].mean(axis=(0, 1)) * 0.6 + fog_colour * 0.4
+                fog_colour = horizon * 0.35 + _rgb(painted["fog"]) * _rgb(tint) * 0.65
+            else:  # indoors the time of day dims the fog but keeps its hue
+                fog_colour = _rgb(painted["fog"]) * float(np.mean(tint))
             base.append(row)
             fog.append(fog_colour)
     return Atlas(

@@ -9,7 +9,8 @@ by the episode seed, animations from the counter-based hash in ``rng``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -51,7 +52,8 @@ class EpisodeSpec:
                   switch_probability: float = SWITCH_PROBABILITY, **look) -> "EpisodeSpec":
         """Sample a look (and maybe a mid-episode theme switch); ``look`` fixes any Look field."""
         g = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFF, 1])
-        theme = look.pop("theme", None) or THEME_NAMES[g.integers(len(THEME_NAMES))]
+        drawn = THEME_NAMES[g.integers(len(THEME_NAMES))]  # always drawn: keeps later draws fixed
+        theme = look.pop("theme", None) or drawn
         outdoor = THEMES[theme].outdoor
         sampled = dict(
             time_of_day=TIMES_OF_DAY[g.choice(3, p=[0.5, 0.25, 0.25])],
@@ -105,6 +107,11 @@ class Frame:
     index: int  # frame number in the episode (-1: the spawn view before the first step)
     caption: str
     theme: str
+
+
+@lru_cache(maxsize=None)
+def _attributes(look: Look) -> torch.Tensor:
+    return look.attributes()
 
 
 def _stack(rows: list[np.ndarray], device, dtype) -> torch.Tensor:
@@ -286,7 +293,8 @@ class WorldBatch:
         return torch.tensor([lk.theme_index for lk in self.looks])
 
     def attributes(self) -> torch.Tensor:
-        return torch.stack([lk.attributes() for lk in self.looks])
+        """float32 [B, A]: the attribute vector of every slot's current look."""
+        return torch.stack([_attributes(lk) for lk in self.looks])
 
     def scene(self, previous: bool = False) -> Scene:
         """The render input for the current state (in the palettes before a switch if

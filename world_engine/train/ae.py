@@ -5,6 +5,9 @@ full frames. Loss: L1 + edge L1 (finite differences, keeps walls and texture edg
 reconstruction; on half of each batch the decoder sees noised latents so that it tolerates the
 imperfect latents the DiT generates. At the end the per-channel latent statistics are measured
 and stored, and the folder that the engine loads is written to ``<out>/final``.
+
+``--decoder-only`` continues from ``<out>/final`` with the encoder frozen: the latents (and so a DiT
+trained on them) stay valid while the decoder keeps improving (recipe stage 4).
 """
 
 from __future__ import annotations
@@ -44,14 +47,18 @@ def train(cfg: AEConfig) -> TinyAutoencoder:
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     frames = load_episodes(cfg.data).frames.flatten(0, 1)  # [F, H, W, 3] uint8
-    model = TinyAutoencoder(TinyAEConfig(image_size=frames.shape[1])).to(device)
-    ckpt, step = cfg.out / "checkpoint", 0
+    if cfg.decoder_only:
+        model = TinyAutoencoder.from_folder(cfg.out / "final", device).requires_grad_(True).train()
+        model.encoder.requires_grad_(False)
+    else:
+        model = TinyAutoencoder(TinyAEConfig(image_size=frames.shape[1])).to(device)
+    ckpt, step = cfg.out / ("decoder_checkpoint" if cfg.decoder_only else "checkpoint"), 0
     if (ckpt / "index.json").is_file():
         tensors, meta = load_checkpoint(ckpt)
         model.load_state_dict(tensors)
         step = meta["step"]
         print(f"resumed from {ckpt} at step {step}")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     t0, losses = time.time(), []
     while step < cfg.steps:
         lr = cfg.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - step / cfg.steps))
@@ -60,10 +67,10 @@ def train(cfg: AEConfig) -> TinyAutoencoder:
         x = model.images_to_input(frames[torch.randint(frames.shape[0], (cfg.batch_size,))])
         if step < cfg.crop_fraction * cfg.steps:  # the nets are convolutional: crops cost 4x less
             x = random_crop(x, x.shape[-1] // 2, model.cfg.downsample)
-        z = model.encoder(x)
+        z = model.encode_batch(x)
         noised = torch.rand(z.shape[0], 1, 1, 1, device=device) < 0.5
         z = z + noised * cfg.latent_noise * z.detach().std() * torch.randn_like(z)
-        y = model.decoder(z)
+        y = model.decode_batch(z)
         loss = F.l1_loss(y, x) + cfg.edge_weight * edge_loss(y, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -79,7 +86,8 @@ def train(cfg: AEConfig) -> TinyAutoencoder:
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt, model.state_dict(), {"step": step, "stage": "ae"})
     model.eval()
-    model.set_latent_stats(*measure_latent_stats(model, frames))
+    if not cfg.decoder_only:
+        model.set_latent_stats(*measure_latent_stats(model, frames))
     model.save(cfg.out / "final")
     print(f"wrote {cfg.out / 'final'}")
     return model

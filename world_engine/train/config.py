@@ -36,6 +36,7 @@ class AEConfig:
     steps: int = 3000
     batch_size: int = 32
     lr: float = 1e-3
+    decoder_only: bool = False  # fine-tune the decoder of <out>/final; latents stay unchanged
     crop_fraction: float = 0.8  # share of steps on half-size crops
     latent_noise: float = 0.1  # decoder sees z + noise*N(0,1) on half the batch (tolerates generated latents)
     edge_weight: float = 0.5

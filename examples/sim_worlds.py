@@ -28,8 +28,9 @@ def looks(theme: str) -> list[dict]:
             dict(time_of_day="sunset", fog="clear", layout="courtyard"),
             dict(time_of_day="night", fog="clear", torches=True, layout="caves"),
             dict(time_of_day="day", fog="foggy", layout="courtyard"),
-            dict(time_of_day="day", fog="clear", weather="snow" if theme in ("ice_cave", "hedge_garden") else "rain",
-                 layout="maze") if outdoor else dict(time_of_day="day", fog="clear", torches=True, layout="maze")]
+            dict(time_of_day="day", fog="clear", weather="snow" if theme == "hedge_garden" else "rain",
+                 layout="maze") if outdoor else
+            dict(time_of_day="day", fog="clear", torches=True, layout="maze")]
 
 
 def snapshot(theme: str, seed: int, size: int, **look) -> np.ndarray:
@@ -43,7 +44,7 @@ def snapshot(theme: str, seed: int, size: int, **look) -> np.ndarray:
     openness = []
     for _ in range(12):
         depth = world.step(turn).depth[12:20, 8:24]
-        openness.append(float(np.minimum(depth, 12.0).mean()))
+        openness.append(float(np.minimum(depth, 6.0).mean()))  # open, but with walls in view
     best = (int(np.argmax(openness)) + 1) % 12
     world = World(spec, size=size, aux=True)
     frame = world.reset()
@@ -60,7 +61,8 @@ def walk_gif(path: Path, theme: str, seed: int, frames: int = 40, size: int = 64
     """The data policy's first frames in one world, as a looping GIF at 15 fps."""
     spec = EpisodeSpec.from_seed(seed, switch_probability=0.0, theme=theme, time_of_day="sunset",
                                  fog="clear", weather="none", torches=True, layout="rooms")
-    images = [Image.fromarray(step["rgb"][0].numpy()) for step in rollout([spec], size=size, n_frames=frames)]
+    steps = rollout([spec], size=size, n_frames=frames)
+    images = [Image.fromarray(step["rgb"][0].numpy()) for step in steps]
     images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // 15, loop=0,
                    optimize=True)
 

@@ -15,6 +15,15 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 torch.set_num_threads(2)
 
 
+@pytest.fixture()
+def one_thread():
+    """The simulator's small per-frame ops run far faster on one thread on a busy 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():

@@ -30,21 +30,13 @@ def test_missing_key_is_named(checkpoint):
         WorldEngine(checkpoint, device="cpu")
 
 
-def test_wrong_shape_is_named(checkpoint):
-    def edit(state):
-        state["unpatchify.bias"] = torch.zeros(7)
-
-    rewrite_weights(checkpoint, edit)
-    with pytest.raises(ValueError, match=r"'unpatchify\.bias' has shape \[7\]"):
-        WorldEngine(checkpoint, device="cpu")
-
-
-def test_unexpected_key_is_named(checkpoint):
-    def edit(state):
-        state["transformer.blocks.0.extra.weight"] = torch.zeros(2)
-
-    rewrite_weights(checkpoint, edit)
-    with pytest.raises(ValueError, match=r"unexpected weight 'transformer\.blocks\.0\.extra\.weight'"):
+@pytest.mark.parametrize("key, value, message", [
+    ("unpatchify.bias", torch.zeros(7), r"'unpatchify\.bias' has shape \[7\]"),
+    ("transformer.blocks.0.extra.weight", torch.zeros(2), r"unexpected weight 'transformer\.blocks\.0\.extra\.weight'"),
+])
+def test_wrong_or_extra_weight_is_named(checkpoint, key, value, message):
+    rewrite_weights(checkpoint, lambda state: state.__setitem__(key, value))
+    with pytest.raises(ValueError, match=message):
         WorldEngine(checkpoint, device="cpu")
 
 

@@ -16,27 +16,22 @@ from world_engine.sim.dataset import restart_probability
 from world_engine.sim.policy import IDLE, MODES, TIME_SHARE, Policy, policy_seeds
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The simulator's small per-frame ops run far faster on one thread on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_policy_mixture_matches_the_recipe():
-    specs = [EpisodeSpec.from_seed(s, n_frames=400) for s in range(48)]
+    n, frames = 96, 500  # about 3,000 spells: shares within about 0.01 of their expectation
+    specs = [EpisodeSpec.from_seed(s, n_frames=frames) for s in range(n)]
     worlds = WorldBatch(specs, size=8)
     policy = Policy(policy_seeds([s.seed for s in specs]))
     modes, ctrls, poses = [], [], []
-    for _ in range(400):
+    for _ in range(frames):
         ctrl = policy.act(worlds.state, worlds.static.cells)
         worlds.step_physics(ctrl)
         modes.append(policy.mode.clone()), ctrls.append(ctrl), poses.append(worlds.pose())
     modes, ctrls, poses = torch.stack(modes), torch.stack(ctrls), torch.stack(poses)
     share = torch.bincount(modes.flatten(), minlength=len(MODES)).float() / modes.numel()
-    assert torch.allclose(share, torch.tensor(TIME_SHARE), atol=0.04), share
+    assert torch.allclose(share, torch.tensor(TIME_SHARE), atol=0.03), share
     assert 0.10 <= share[IDLE] <= 0.15
     assert ctrls[modes == IDLE].abs().sum() == 0  # idle means no input at all
     mouse = ctrls[..., :2]
@@ -45,7 +40,7 @@ def test_policy_mixture_matches_the_recipe():
     keys = ctrls[..., 2:-1].sum((0, 1)).nonzero()[:, 0].tolist()
     assert set(keys) <= set(ACTION_KEYS) and len(keys) == len(ACTION_KEYS)
     # the agent gets around: most episodes visit many cells
-    visited = [len({(int(x), int(y)) for x, y in poses[:, b, :2].tolist()}) for b in range(48)]
+    visited = [len({(int(x), int(y)) for x, y in poses[:, b, :2].tolist()}) for b in range(n)]
     assert np.median(visited) > 15
 
 

@@ -12,16 +12,11 @@ from world_engine.sim.constants import SEG_CEILING, SEG_SKY
 from world_engine.sim.themes import ATTRIBUTE_NAMES, N_ATTRIBUTES
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The simulator's small per-frame ops run far faster on one thread on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def hsv_histogram(rgb: torch.Tensor, hue_bins: int = 24, sat_bins: int = 4, val_bins: int = 4) -> torch.Tensor:
+def hsv_histogram(rgb: torch.Tensor, hue_bins: int = 24, sat_bins: int = 4,
+                  val_bins: int = 4) -> torch.Tensor:
     """Normalised joint hue/saturation/value histogram of uint8 [N, H, W, 3] frames."""
     x = rgb.float() / 255
     hi, lo = x.max(-1).values, x.min(-1).values

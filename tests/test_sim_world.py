@@ -29,13 +29,7 @@ CORRIDOR = """
 W, A, S, D = VK["W"], VK["A"], VK["S"], VK["D"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The simulator's small per-frame ops run far faster on one thread on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def yard_world(theme: str = "desert_ruins", yaw: float = 0.0, size=64, **look) -> World:

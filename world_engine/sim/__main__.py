@@ -26,6 +26,7 @@ from .world import EpisodeSpec, World
 
 _KEYS = {"w": {VK["W"]}, "a": {VK["A"]}, "s": {VK["S"]}, "d": {VK["D"]}, " ": {VK["SPACE"]},
          "c": {VK["CTRL"]}, "e": {VK["E"]}}
+_HELP = "wasd move (WASD sprint)  space jump  c crouch  e door  j/l turn  i/k look  1-8 theme  q quit"
 _TURN = {"j": (-8.0, 0.0), "l": (8.0, 0.0), "i": (0.0, -6.0), "k": (0.0, 6.0),
          "\x1b[D": (-8.0, 0.0), "\x1b[C": (8.0, 0.0), "\x1b[A": (0.0, -6.0), "\x1b[B": (0.0, 6.0)}
 
@@ -55,8 +56,7 @@ def _draw(rgb, caption: str) -> str:
         top, bottom = rgb[y], rgb[y + 1]
         lines.append("".join(f"\x1b[38;2;{a[0]};{a[1]};{a[2]}m\x1b[48;2;{b[0]};{b[1]};{b[2]}m▀"
                              for a, b in zip(top, bottom)) + "\x1b[0m")
-    return "\x1b[H" + "\n".join(lines) + f"\n\x1b[0m\x1b[K{caption}\n\x1b[K" \
-        "wasd move (WASD sprint)  space jump  c crouch  e door  j/l/arrows turn  i/k look  1-8 theme  q quit"
+    return "\x1b[H" + "\n".join(lines) + f"\n\x1b[0m\x1b[K{caption}\n\x1b[K" + _HELP
 
 
 def play(seed: int, theme: str | None, size: int) -> None:
@@ -101,8 +101,9 @@ def print_map(seed: int) -> None:
         row = ""
         for x in range(m.cells.shape[1]):
             code = m.cells[y, x]
+            ground = "~" if m.floor[y, x] == LIQUID else "."
             row += ("P" if (x, y) == (sx, sy) else marks.get((x, y)) or
-                    ("#" if code and code != DOOR else "D" if code else "~" if m.floor[y, x] == LIQUID else "."))
+                    ("D" if code == DOOR else "#" if code else ground))
         print(row)
 
 

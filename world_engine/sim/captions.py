@@ -18,6 +18,8 @@ _TIME = {
     "sunset": (" at sunset", " at dusk", " in the evening light", " at golden hour"),
     "night": (" at night", " at midnight", " in the dead of night", " after dark"),
 }
+_TIME_INDOOR = {"day": ("",), "sunset": (" in the evening", " at dusk"),
+                "night": (" at night", " at midnight", " after dark")}  # no sun under a ceiling
 _FOG = {"clear": ("",), "foggy": (" in thick fog", " shrouded in mist", " in a heavy haze",
                                   " wrapped in fog")}
 _WEATHER = {"none": ("",), "rain": (" in the rain", " during a rainstorm", " with rain falling"),
@@ -59,10 +61,14 @@ def make_caption(look: Look, rng: np.random.Generator, split: str = "train") -> 
     lo, hi = {"train": (0, N_TRAIN_TEMPLATES), "heldout": (N_TRAIN_TEMPLATES, len(_TEMPLATES)),
               "all": (0, len(_TEMPLATES))}[split]
     template = _TEMPLATES[rng.integers(lo, hi)]
-    pick = lambda options: options[rng.integers(len(options))]  # noqa: E731
+
+    def pick(options: tuple[str, ...]) -> str:
+        return options[rng.integers(len(options))]
+
     place = pick(theme.places)
     adjective = pick(theme.adjectives) + " " if rng.random() < 0.6 else ""
-    mods = [pick(_TIME[look.time_of_day]), pick(_FOG[look.fog]), pick(_WEATHER[look.weather])]
+    times = _TIME if theme.outdoor else _TIME_INDOOR
+    mods = [pick(times[look.time_of_day]), pick(_FOG[look.fog]), pick(_WEATHER[look.weather])]
     if look.torches:
         mods.append(pick(_TORCH).format(light=theme.light))
     order = rng.permutation(len(mods))

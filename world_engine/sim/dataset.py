@@ -107,7 +107,10 @@ def write_dataset(root: str | Path, seeds: Sequence[int], *, n_frames: int = EPI
     for lo in range(0, len(seeds), batch):
         specs = [EpisodeSpec.from_seed(s, n_frames=n_frames) for s in seeds[lo:lo + batch]]
         steps = list(rollout(specs, size=size, ss=ss, aux=aux, device=device))
-        stack = lambda key: torch.stack([s[key] for s in steps], 1).cpu()  # noqa: E731 [B, T, ...]
+
+        def stack(key: str) -> torch.Tensor:  # [B, T, ...]
+            return torch.stack([s[key] for s in steps], 1).cpu()
+
         cols = {"rgb": stack("rgb").numpy(), "ctrl": stack("ctrl").numpy(),
                 "pose": stack("pose").numpy(), "theme": stack("theme").numpy().astype(np.int32),
                 "attributes": stack("attributes").numpy()}
@@ -145,7 +148,8 @@ class ClipDataset(torch.utils.data.Dataset):
     ``rgb`` uint8 [T, H, W, 3], ``ctrl`` float32 [T, 259], ``pose`` float32 [T, 5],
     ``theme`` int64 [T], ``attributes`` float32 [T, A], ``frame_index`` int64 [T], ``depth`` /
     ``seg`` when stored, plus ``caption`` (str at the first frame), ``captions`` (list of T str,
-    they differ across a theme switch) and ``episode`` (int). Batch them with ``collate_clips``.
+    they differ across a theme switch), ``episode`` and ``seed`` (int). Batch them with
+    ``collate_clips``.
     """
 
     def __init__(self, root: str | Path, clip_len: int = 32, start_fraction: float = 0.1,
@@ -196,7 +200,7 @@ class ClipDataset(torch.utils.data.Dataset):
         spec = EpisodeSpec.from_dict(ep["spec"])
         item["captions"] = [ep["captions"][spec.segment_at(t)] for t in range(start, start + self.clip_len)]
         item["caption"] = item["captions"][0]
-        item["episode"] = ep["id"]
+        item["episode"], item["seed"] = ep["id"], ep["seed"]
         return item
 
 
@@ -236,7 +240,8 @@ class ClipStream:
     episode would pass ``n_frames``. Batches are dicts: ``rgb`` uint8 [B, T, H, W, 3],
     ``ctrl`` float32 [B, T, 259], ``pose`` [B, T, 5], ``theme`` [B, T], ``attributes``
     [B, T, A], ``frame_index`` [B, T] (tensors on ``device``), ``depth``/``seg`` with ``aux``,
-    ``captions`` ([B][T] str) and ``caption`` (B str, at each clip's first frame).
+    ``captions`` ([B][T] str), ``caption`` (B str, at each clip's first frame) and ``seed`` (B
+    episode seeds: clips never straddle episodes).
     """
 
     def __init__(self, batch_size: int = 64, clip_len: int = 32, *, size: int | tuple[int, int] = 64,
@@ -309,6 +314,7 @@ class ClipStream:
         batch = {k: torch.stack(v, 1).to(self.device) for k, v in frames.items() if k != "captions"}
         batch["captions"] = [list(c) for c in zip(*frames["captions"])]
         batch["caption"] = [c[0] for c in batch["captions"]]
+        batch["seed"] = [spec.seed for spec in w.specs]
         self._restarts()
         return batch
 

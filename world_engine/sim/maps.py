@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .constants import MAP_SIZE
+from .themes import LAYOUTS
 
 # Cell codes: 0 walkable, 1..3 wall variants (texture slots wall0..wall2), 4 door.
 EMPTY, DOOR = 0, 4
@@ -204,9 +205,6 @@ def _spawn(rng: np.random.Generator, walk: np.ndarray) -> tuple[float, float, fl
     return float(x) + 0.5, float(y) + 0.5, float(yaw + rng.uniform(-0.3, 0.3))
 
 
-LAYOUT_GENERATORS = ("maze", "rooms", "caves", "courtyard")
-
-
 def generate_map(rng: np.random.Generator, layout: str, m: int = MAP_SIZE) -> MapSpec:
     """A connected map of the given layout with walls, doors, floors, props and creatures.
 
@@ -225,7 +223,7 @@ def generate_map(rng: np.random.Generator, layout: str, m: int = MAP_SIZE) -> Ma
         free, pool = _courtyard(rng, m)
         floor[pool[0]:pool[2], pool[1]:pool[3]] = LIQUID
     else:
-        raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUT_GENERATORS}")
+        raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUTS}")
     free = _keep_largest(free)
 
     # Wall variants: mostly wall0, patches of wall1, a few wall2 accents.

@@ -64,8 +64,8 @@ def solid_cells(cells: torch.Tensor, door_open: torch.Tensor) -> torch.Tensor:
 
 def cell_at(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Flat cell index (int64) of positions, clamped into the map."""
-    cx = x.floor().long().clamp(0, MAP_SIZE - 1)
-    cy = y.floor().long().clamp(0, MAP_SIZE - 1)
+    cx = x.clamp(0, MAP_SIZE - 1).long()  # clamped first, truncation is floor
+    cy = y.clamp(0, MAP_SIZE - 1).long()
     return cy * MAP_SIZE + cx
 
 
@@ -76,13 +76,12 @@ def _blocked(solid: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return solid.gather(1, corners).any(1)
 
 
-def _key(ctrl: torch.Tensor, vk: int) -> torch.Tensor:
-    return ctrl[:, 2 + vk] > 0.5
-
-
 def step(state: State, cells: torch.Tensor, ctrl: torch.Tensor) -> State:
     """Advance B worlds by one frame under controls ``ctrl`` (float32 [B, 259], engine layout)."""
-    key = lambda vk: _key(ctrl, vk)  # noqa: E731
+
+    def key(vk: int) -> torch.Tensor:  # held buttons are 1.0 in the control vector
+        return ctrl[:, 2 + vk] > 0.5
+
     turn = ctrl[:, 0] * YAW_PER_MOUSE_UNIT + ARROW_TURN * (
         key(KEY_ARROW_RIGHT).float() - key(KEY_ARROW_LEFT).float())
     yaw = state.yaw + turn
@@ -115,7 +114,8 @@ def step(state: State, cells: torch.Tensor, ctrl: torch.Tensor) -> State:
     forward = (key(KEY_FORWARD) | key(KEY_ARROW_UP)).float() - (key(KEY_BACK) | key(KEY_ARROW_DOWN)).float()
     strafe = key(KEY_RIGHT).float() - key(KEY_LEFT).float()
     crouch = key(KEY_CROUCH)
-    speed = WALK_STEP * torch.where(key(KEY_SPRINT), SPRINT_FACTOR, 1.0) * torch.where(crouch, CROUCH_FACTOR, 1.0)
+    speed = WALK_STEP * torch.where(key(KEY_SPRINT), SPRINT_FACTOR, 1.0)
+    speed = speed * torch.where(crouch, CROUCH_FACTOR, 1.0)
     speed = speed * torch.where((forward != 0) & (strafe != 0), math.sqrt(0.5), 1.0)
     cos, sin = torch.cos(yaw), torch.sin(yaw)
     vx = (forward * cos - strafe * sin) * speed

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from . import rng
-from .constants import (CTRL_DIM, N_BUTTONS, KEY_ARROW_DOWN, KEY_ARROW_LEFT, KEY_ARROW_RIGHT, KEY_ARROW_UP,
+from .constants import (CTRL_DIM, KEY_ARROW_DOWN, KEY_ARROW_LEFT, KEY_ARROW_RIGHT, KEY_ARROW_UP,
                         KEY_BACK, KEY_CROUCH, KEY_FORWARD, KEY_JUMP, KEY_LEFT, KEY_RIGHT,
-                        KEY_SPRINT, KEY_USE, MOUSE_CAP, PITCH_PER_MOUSE_UNIT)
+                        KEY_SPRINT, KEY_USE, MOUSE_CAP, N_BUTTONS, PITCH_PER_MOUSE_UNIT)
 from .maps import DOOR
 from .physics import State, cell_at, solid_cells
 
@@ -30,6 +30,7 @@ _ARROWS = (KEY_ARROW_LEFT, KEY_ARROW_UP, KEY_ARROW_RIGHT, KEY_ARROW_DOWN)
 _entry = torch.tensor([s / m for s, m in zip(TIME_SHARE, MEAN_FRAMES)], dtype=torch.float64)
 _ENTRY_CDF = (torch.cumsum(_entry, 0) / _entry.sum()).float()
 _N_UNIFORM, _N_NORMAL = 40, 4  # random draws per world and frame
+_STREAMS = 100  # first hash stream of the policy (the world's animations use streams below it)
 
 
 class Policy:
@@ -59,7 +60,7 @@ class Policy:
     def _draw(self) -> None:
         """All of this frame's random numbers in one hash call: uniforms ``u[:, k]`` and, by
         Box-Muller from two more columns each, standard normals ``n[:, k]``."""
-        streams = torch.arange(_N_UNIFORM + 2 * _N_NORMAL, device=self.seed.device)
+        streams = _STREAMS + torch.arange(_N_UNIFORM + 2 * _N_NORMAL, device=self.seed.device)
         u = rng.uniform(self.seed[:, None], self.t[:, None], streams[None])
         self.u = u[:, :_N_UNIFORM]
         a, c = u[:, _N_UNIFORM::2].clamp_min(1e-7), u[:, _N_UNIFORM + 1::2]
@@ -71,7 +72,8 @@ class Policy:
     def _probe(self, solid: torch.Tensor, s: State, angle: torch.Tensor, reach: float) -> torch.Tensor:
         """True where the cell ``reach`` cells away in direction ``s.yaw + angle`` is solid."""
         a = s.yaw + angle
-        return solid.gather(1, cell_at(s.x + reach * torch.cos(a), s.y + reach * torch.sin(a))[:, None])[:, 0]
+        cell = cell_at(s.x + reach * torch.cos(a), s.y + reach * torch.sin(a))
+        return solid.gather(1, cell[:, None])[:, 0]
 
     def act(self, s: State, cells: torch.Tensor) -> torch.Tensor:
         """The controls for the next frame of every world, float32 [B, 259] (engine layout)."""
@@ -88,7 +90,9 @@ class Policy:
         self.side = torch.where(new, torch.where(self._u(3) < 0.5, -1.0, 1.0), self.side)
         self.flag = torch.where(new, self._u(4) < 0.3, self.flag)
         m = self.mode
-        is_ = lambda k: m == k  # noqa: E731
+
+        def is_(mode_index: int) -> torch.Tensor:
+            return m == mode_index
 
         # surroundings: a wall ahead, which side is open, a shut door within reach
         solid = solid_cells(cells, s.door_open)
@@ -128,7 +132,8 @@ class Policy:
         press(KEY_FORWARD, is_(EXPLORE) | is_(BUMP) | is_(JUMPY))
         press(KEY_SPRINT, is_(EXPLORE) & self.flag)
         press(KEY_USE, is_(EXPLORE) & door_shut & (self.t % 2 == 0))
-        press(KEY_JUMP, (is_(EXPLORE) & (self._u(14) < 0.02)) | (is_(JUMPY) & ~self.flag & (self._u(14) < 0.2)))
+        hop = self._u(14)
+        press(KEY_JUMP, (is_(EXPLORE) & (hop < 0.02)) | (is_(JUMPY) & ~self.flag & (hop < 0.2)))
         press(KEY_CROUCH, is_(JUMPY) & self.flag)
         press(KEY_RIGHT, is_(STRAFE) & (self.side > 0))
         press(KEY_LEFT, is_(STRAFE) & (self.side < 0))

@@ -1,18 +1,19 @@
-"""The batched raycaster: ``render(scene, height, width) -> rgb, depth, seg`` for B worlds at once.
+"""The batched raycaster: ``render(scene, atlas, height, width)`` draws B worlds at once.
 
 Three stages, all whole-tensor torch ops (no Python loop over pixels, rays or worlds):
 
 1. Columns ``[B, W]``: every ray is tested against all its grid-line crossings at once (a
    vectorised DDA with VIEW_CELLS steps per axis), giving wall distance, texture column and light;
    sprites are projected and the two nearest in front of the wall are kept per column.
-2. Pixels ``[B, H, W]``: floor/ceiling casting per row, wall and sprite spans per column, and a
-   single integer texel index per pixel into the atlas; alongside it a packed shade word
-   ``m | w << 16`` (brightness ``m``, 64 = 1.0, and fog weight ``w``, 255 = all fog).
+2. Pixels, column-major ``[B, W, H]``: floor/ceiling casting per row, wall and sprite spans per
+   column, and a single integer texel index per pixel into the atlas; alongside it a packed shade
+   word ``m | w << 16`` (brightness ``m``, 64 = 1.0, and fog weight ``w``, 255 = all fog).
 3. Colour: one gather of packed ``0x00BBGGRR`` texels, brightness applied to two colour lanes at a
    time in int32 (SWAR), supersampled pixels summed, then fog added per output pixel.
 
 The integer pipeline is what makes CPU rendering fast (a float RGB gather, multiply and pool costs
-about 3x more); it is exact integer arithmetic, so results are bit-identical run to run.
+about 3x more). Nothing depends on global state or thread scheduling, so renders are bit-exact
+from run to run, and a world renders the same whatever else shares its batch.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Scene:
 
     def select(self, index: torch.Tensor) -> "Scene":
         """The sub-batch ``index`` of every field."""
-        return Scene(**{k: v[index] for k, v in self.__dict__.items()})
+        return Scene(**{k: v.index_select(0, index) for k, v in self.__dict__.items()})
 
 
 @dataclass
@@ -100,10 +101,19 @@ def _fog(d: torch.Tensor, near: torch.Tensor, far: torch.Tensor) -> torch.Tensor
     return ((d - near) / (far - near)).clamp_(0.0, 1.0)
 
 
+def _to_int(x: torch.Tensor, dtype=torch.int32) -> torch.Tensor:
+    """Round non-negative values to integers.
+
+    ``floor``/``round`` (and ``min`` with indices) start a thread team from about 2,000 elements
+    in torch's CPU kernels, which costs milliseconds when another process holds the other core;
+    truncating ``x + 0.5`` is a plain conversion."""
+    return (x + 0.5).to(dtype)
+
+
 def _shade_word(light: torch.Tensor, fog_w: torch.Tensor) -> torch.Tensor:
     """Pack brightness ``light * (1 - w)`` and fog weight ``w`` into one int32 per element."""
-    m = (light * (1.0 - fog_w) * UNIT).round_().clamp_(0, 127).to(torch.int32)
-    return m | ((fog_w * 255).round_().to(torch.int32) << 16)
+    m = _to_int((light * (1.0 - fog_w) * UNIT).clamp_(0, 127))
+    return m | (_to_int(fog_w * 255) << 16)
 
 
 def _cast_walls(s: Scene, rx: torch.Tensor, ry: torch.Tensor):
@@ -116,27 +126,38 @@ def _cast_walls(s: Scene, rx: torch.Tensor, ry: torch.Tensor):
     b, w = rx.shape
     k = torch.arange(VIEW_CELLS, device=rx.device, dtype=torch.float32)[:, None]  # [N, 1]
     scale = torch.tensor(float(MAP_SIZE), device=rx.device)
-    best = []
+    nearest = []
     for axis, (pos, other, r, q) in enumerate(((s.x, s.y, rx, ry), (s.y, s.x, ry, rx))):
         r = torch.where(r.abs() < 1e-6, 1e-6, r)
         forward = r > 0
         step = torch.where(forward, 1.0, -1.0)
-        first = pos.floor()[:, None] + step  # the cell entered at the first crossing
+        first = pos.to(torch.int64).float()[:, None] + step  # the cell entered first (pos > 0)
         entered = torch.addcmul(first[:, None], step[:, None], k)  # [B, N, W]: N before W keeps
         offset = ((~forward).float() - pos[:, None])[:, None]  # per-ray broadcasts contiguous
         dist = (entered + offset) / r[:, None]
         along = torch.addcmul(other[:, None, None], dist, q[:, None])
-        cell_o = along.floor()
-        u = along - cell_o
+        # truncation is floor inside the map; a crossing at along < 0 lies beyond the border,
+        # which the other axis's crossings hit first, so its (wrong) u there does not matter
+        cell_o = along.to(torch.int64).float()
         lo, hi = (entered, cell_o) if axis == 0 else (cell_o, entered)
         cell = torch.addcmul(lo.clamp(0, MAP_SIZE - 1), hi.clamp(0, MAP_SIZE - 1), scale).long()
-        stop = s.ray_stop.gather(1, cell.view(b, -1)).view_as(u)
-        dmin, nearest = torch.where(u >= stop, dist, NO_HIT).min(1, keepdim=True)
-        best.append((dmin[:, 0], cell.gather(1, nearest)[:, 0], (u - stop).gather(1, nearest)[:, 0]))
-    (dist_x, cell_x, u_x), (dist_y, cell_y, u_y) = best
+        stop = s.ray_stop.gather(1, cell.view(b, -1)).view_as(along)
+        nearest.append(torch.where(along - cell_o >= stop, dist, NO_HIT).amin(1))
+    dist_x, dist_y = nearest
     side_y = dist_y < dist_x
-    return (torch.where(side_y, dist_y, dist_x), torch.where(side_y, cell_y, cell_x),
-            torch.where(side_y, u_y, u_x), side_y)
+    dist = torch.where(side_y, dist_y, dist_x)
+    # the hit point: one coordinate is on a grid line (its cell depends on the ray's direction),
+    # the other gives the face coordinate u
+    hx, hy = torch.addcmul(s.x[:, None], dist, rx), torch.addcmul(s.y[:, None], dist, ry)
+    on_line = torch.where(side_y, hy, hx)
+    line_cell = _to_int(on_line, torch.int64) - (torch.where(side_y, ry, rx) < 0).long()
+    across = torch.where(side_y, hx, hy)
+    across_cell = across.to(torch.int64)
+    u = across - across_cell.float()
+    cx = torch.where(side_y, across_cell, line_cell).clamp(0, MAP_SIZE - 1)
+    cy = torch.where(side_y, line_cell, across_cell).clamp(0, MAP_SIZE - 1)
+    cell = cy * MAP_SIZE + cx
+    return dist, cell, u - s.ray_stop.gather(1, cell), side_y
 
 
 def _pool(x: torch.Tensor, ss: int) -> torch.Tensor:
@@ -181,11 +202,12 @@ def _weather(s: Scene, rgb: torch.Tensor) -> torch.Tensor:
     u = (torch.arange(w, device=dev) * p // w)[None, :, None] + (shift + drift)[:, None, None]
     v = (torch.arange(h, device=dev) * p // h)[None, None, :] - fall[:, None, None]
     flat = snow[:, None, None] * (p * p) + (v % p) * p + u % p  # [b, W, H]
-    alpha = _particles(str(dev))[flat][..., None]
+    alpha = _particles(str(dev)).index_select(0, flat.view(-1)).view(-1, w, h, 1)
     colour = torch.where(snow.bool()[:, None], torch.tensor([250.0, 250.0, 255.0], device=dev),
                          torch.tensor([190.0, 200.0, 220.0], device=dev))[:, None, None]
-    rgb[which] = torch.lerp(rgb[which], colour.expand(-1, w, h, 3), alpha)
-    return rgb
+    # index_select / index_copy_: advanced indexing starts a thread team even for small tensors
+    mixed = torch.lerp(rgb.index_select(0, which), colour.expand(-1, w, h, 3), alpha)
+    return rgb.index_copy_(0, which, mixed)
 
 
 def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
@@ -247,8 +269,8 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
         vs = torch.where(ok, d * TEX / (sh * f), 0.0)
         bias = torch.where(ok, 1.0 - (foot - sh * f / d) * vs, 1.0e4)  # texel row + 1, else row 33
         shade = _shade_word(s.sprite_light.gather(1, kj), _fog(d, near, far))
-        pick = lambda t: t.reshape(-1).index_select(0, cols)[:, None]  # noqa: E731
-        layers.append((cols, pick(base), pick(vs), pick(bias), pick(shade), dj))
+        per_column = [t.reshape(-1).index_select(0, cols)[:, None] for t in (base, vs, bias, shade)]
+        layers.append((cols, *per_column, dj))
 
     # ---- rows: floor and ceiling distance, fog, sky
     p = rows[None] - horizon[:, None]  # [B, H], > 0 below the horizon
@@ -260,8 +282,8 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
     sky_rows = (~below) & outdoor[:, None]
     elev = (-p / f).clamp(min=0.0)
     fog_row = torch.where(sky_rows, s.sky_haze[:, None] * (1.0 - elev / 0.6).clamp(min=0.0), fog_row)
-    row_factor = ((1.0 - fog_row) * UNIT).round_().to(torch.int32)[:, None]  # [B, 1, H]
-    row_fog = ((fog_row * 255).round_().to(torch.int32) << 16)[:, None]
+    row_factor = _to_int((1.0 - fog_row) * UNIT)[:, None]  # [B, 1, H]
+    row_fog = (_to_int(fog_row * 255) << 16)[:, None]
     row_off = ((torch.arange(b, device=dev, dtype=torch.int32) * (2 * MM))[:, None]
                + (~below).to(torch.int32) * MM)[:, None]
 
@@ -280,7 +302,7 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
         v = (elev * (SKY_H / SKY_TAN_MAX)).long().clamp_(max=SKY_H - 1)
         sky_row = (s.sky_base[:, None] + v * SKY_W).to(torch.int32)[:, None]
         angle = s.yaw[:, None] / (2 * math.pi) + camx[None] * (math.radians(FOV_DEG) / (4 * math.pi))
-        sky_col = ((angle * SKY_W).floor().long() % SKY_W).to(torch.int32)[..., None]
+        sky_col = (((angle + 2.0) * SKY_W).to(torch.int32) % SKY_W)[..., None]  # angle > -2
         index += sky_rows.to(torch.int32)[:, None] * (sky_row + sky_col - index)
 
     # ---- pixels: walls, then the sprite layers over them
@@ -316,7 +338,7 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
     rgb *= 1.0 / (ss * ss)
     if bool((s.weather != WEATHER_NONE).any()):
         rgb = _weather(s, rgb)
-    out = Rendered(rgb.round_().clamp_(0, 255).to(torch.uint8).transpose(1, 2).contiguous())
+    out = Rendered(_to_int(rgb.clamp_(0, 255), torch.uint8).transpose(1, 2).contiguous())
     if aux:
         out.depth, out.seg = _aux(ss, dist, row_dist, below, sky_rows, on_wall, sprite_hits,
                                   [layer[-1] for layer in layers])

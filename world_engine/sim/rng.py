@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 _MASK = 0xFFFFFFFF
-_NORMAL_STREAMS = 1 << 20  # normal() draws from streams disjoint from uniform()'s
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -36,20 +35,15 @@ def fold_seed(seed: int) -> int:
     return (seed ^ (seed >> 32) ^ (seed >> 64)) & _MASK
 
 
-def hash_bits(seed: torch.Tensor, t: torch.Tensor | int, stream: int) -> torch.Tensor:
-    """32 random bits per element, from int64 seeds (already folded) and frame counters."""
+def hash_bits(seed: torch.Tensor, t: torch.Tensor | int, stream: torch.Tensor | int) -> torch.Tensor:
+    """32 random bits per element, from int64 seeds (already folded), frame counters and stream
+    ids (all broadcast together)."""
     t = torch.as_tensor(t, dtype=torch.int64, device=seed.device)
     x = hash32(seed ^ _mul32(t & _MASK, 0x9E3779B1))
     return hash32(x ^ ((stream * 0x85EBCA77) & _MASK))
 
 
-def uniform(seed: torch.Tensor, t: torch.Tensor | int, stream: int) -> torch.Tensor:
-    """Uniform float32 in [0, 1), one per element of ``seed``."""
+def uniform(seed: torch.Tensor, t: torch.Tensor | int, stream: torch.Tensor | int) -> torch.Tensor:
+    """Uniform float32 in [0, 1), one per element of the broadcast arguments."""
     return (hash_bits(seed, t, stream) >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
-
-def normal(seed: torch.Tensor, t: torch.Tensor | int, stream: int) -> torch.Tensor:
-    """Standard normal float32 (Box-Muller over two hashed uniforms)."""
-    u1 = uniform(seed, t, _NORMAL_STREAMS + 2 * stream).clamp_min(1e-7)
-    u2 = uniform(seed, t, _NORMAL_STREAMS + 2 * stream + 1)
-    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(6.283185307179586 * u2)

@@ -80,10 +80,6 @@ def _blocks(rng: np.random.Generator, rows: int, cols: int, colour, mortar, var:
     return _grain(rng, img, 0.18), mask
 
 
-def _vgrad(top: float, bottom: float) -> np.ndarray:
-    return np.linspace(top, bottom, TEX)[:, None, None]
-
-
 class _Canvas:
     """A TEX x TEX sprite being painted: colour, alpha and emissive mask."""
 
@@ -232,7 +228,8 @@ def _brick_castle(rng):
     wall2[frame] = _rgb((0.75, 0.72, 0.65))
     wall2[window] = _rgb((0.1, 0.12, 0.22))
     floor, _ = _blocks(rng, 4, 4, (0.6, 0.5, 0.4), (0.34, 0.28, 0.22), var=0.12, stagger=True)
-    alt = _grain(rng, _rgb((0.52, 0.42, 0.28)) * (0.85 + 0.3 * _noise(rng, (TEX, TEX), (4, 4)))[..., None], 0.2)
+    dirt = 0.85 + 0.3 * _noise(rng, (TEX, TEX), (4, 4))
+    alt = _grain(rng, _rgb((0.52, 0.42, 0.28)) * dirt[..., None], 0.2)
 
     def banner(f):
         c = _Canvas()
@@ -264,8 +261,9 @@ def _brick_castle(rng):
         tall=[banner(f) for f in range(2)], small=[crate(f) for f in range(2)],
         light=[brazier(f) for f in range(2)],
         creature=[_blob_creature((0.55, 0.25, 0.7), f) for f in range(2)],
-        fog=(0.7, 0.78, 0.88), sky=dict(top=(0.22, 0.45, 0.85), horizon=(0.68, 0.8, 0.95), night=(0.02, 0.04, 0.16),
-                                        hills=(0.2, 0.42, 0.2), clouds=0.55, silhouette="hills"))
+        fog=(0.7, 0.78, 0.88),
+        sky=dict(top=(0.22, 0.45, 0.85), horizon=(0.68, 0.8, 0.95), night=(0.02, 0.04, 0.16),
+                 hills=(0.2, 0.42, 0.2), clouds=0.55, silhouette="hills"))
 
 
 def _ice_cave(rng):
@@ -287,7 +285,7 @@ def _ice_cave(rng):
     alt = _rgb((0.55, 0.75, 0.88)) * (0.85 + 0.25 * n.T)[..., None]
     ceiling = _rgb((0.3, 0.4, 0.54)) * (0.75 + 0.5 * _noise(rng, (TEX, TEX), (3, 3)))[..., None]
     door = _rgb((0.5, 0.72, 0.88)) * (0.9 + 0.2 * n)[..., None]
-    door[:, :2], door[:, -2:], door[:2] = _rgb((0.25, 0.35, 0.5)), _rgb((0.25, 0.35, 0.5)), _rgb((0.25, 0.35, 0.5))
+    door[:, :2] = door[:, -2:] = door[:2] = _rgb((0.25, 0.35, 0.5))
     door[::8] = _rgb((0.8, 0.93, 1.0))
 
     def crystal(f):
@@ -331,7 +329,8 @@ def _desert_ruins(rng):
         wall2[y0:y0 + 8, x0:x0 + 1] = carve
         wall2[y0 + 3, x0:x0 + 6] = carve
         wall2[y0:y0 + 3, x0 + 4:x0 + 6] = carve
-    floor = _rgb((0.88, 0.76, 0.52)) * (0.9 + 0.12 * np.sin(np.arange(TEX) * 0.8 + 3 * _noise(rng, (TEX, TEX), (2, 2))))[..., None]
+    ripples = np.sin(np.arange(TEX) * 0.8 + 3 * _noise(rng, (TEX, TEX), (2, 2)))
+    floor = _rgb((0.88, 0.76, 0.52)) * (0.9 + 0.12 * ripples)[..., None]
     floor = _grain(rng, floor, 0.12)
     alt, _ = _blocks(rng, 4, 4, (0.78, 0.62, 0.4), (0.55, 0.42, 0.26), var=0.08)
 
@@ -365,8 +364,9 @@ def _desert_ruins(rng):
         tall=[palm(f) for f in range(2)], small=[urn(f) for f in range(2)],
         light=[brazier(f) for f in range(2)],
         creature=[_blob_creature((0.18, 0.14, 0.1), f, eye=(0.9, 0.7, 0.2)) for f in range(2)],
-        fog=(0.88, 0.8, 0.62), sky=dict(top=(0.35, 0.58, 0.85), horizon=(0.9, 0.85, 0.7), night=(0.16, 0.07, 0.2),
-                                        hills=(0.8, 0.62, 0.38), clouds=0.15, silhouette="dunes"))
+        fog=(0.88, 0.8, 0.62),
+        sky=dict(top=(0.35, 0.58, 0.85), horizon=(0.9, 0.85, 0.7), night=(0.16, 0.07, 0.2),
+                 hills=(0.8, 0.62, 0.38), clouds=0.15, silhouette="dunes"))
 
 
 def _neon_city(rng):
@@ -433,9 +433,9 @@ def _neon_city(rng):
         liquid=_liquid(rng, (0.1, 0.05, 0.3), (0.2, 0.95, 1.0), True),
         tall=[lamp(f) for f in range(2)], small=[vending(f) for f in range(2)],
         light=[neon(f) for f in range(2)], creature=[drone(f) for f in range(2)],
-        fog=(0.24, 0.1, 0.42), sky=dict(top=(0.12, 0.05, 0.25), horizon=(0.55, 0.25, 0.55), night=(0.1, 0.02, 0.16),
-                                         hills=(0.06, 0.05, 0.1), clouds=0.3,
-                                         silhouette="skyline"))
+        fog=(0.24, 0.1, 0.42),
+        sky=dict(top=(0.12, 0.05, 0.25), horizon=(0.55, 0.25, 0.55), night=(0.1, 0.02, 0.16),
+                 hills=(0.06, 0.05, 0.1), clouds=0.3, silhouette="skyline"))
 
 
 def _hedge_garden(rng):
@@ -484,8 +484,9 @@ def _hedge_garden(rng):
         tall=[topiary(f) for f in range(2)], small=[bush(f) for f in range(2)],
         light=[lantern(f) for f in range(2)],
         creature=[_blob_creature((0.6, 0.45, 0.3), f, ears=(0.65, 0.5, 0.35)) for f in range(2)],
-        fog=(0.78, 0.86, 0.8), sky=dict(top=(0.25, 0.55, 0.92), horizon=(0.75, 0.88, 0.95), night=(0.01, 0.08, 0.1),
-                                        hills=(0.12, 0.32, 0.12), clouds=0.5, silhouette="trees"))
+        fog=(0.78, 0.86, 0.8),
+        sky=dict(top=(0.25, 0.55, 0.92), horizon=(0.75, 0.88, 0.95), night=(0.01, 0.08, 0.1),
+                 hills=(0.12, 0.32, 0.12), clouds=0.5, silhouette="trees"))
 
 
 def _lava_temple(rng):

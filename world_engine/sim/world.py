@@ -8,7 +8,6 @@ by the episode seed, animations from the counter-based hash in ``rng``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -140,7 +139,7 @@ class _Maps:
         for m in maps:
             k = len(m.sprites)
             sx = np.zeros((MAX_SPRITES, 2), np.float32)
-            sk = np.full(MAX_SPRITES, 3, np.int64)
+            sk = np.full(MAX_SPRITES, CREATURE, np.int64)
             son = np.zeros(MAX_SPRITES, bool)
             sx[:k], sk[:k], son[:k] = m.sprites[:, :2], m.sprites[:, 2], True
             c = len(m.creatures)
@@ -246,8 +245,9 @@ class WorldBatch:
     def _looks(self) -> dict[str, torch.Tensor]:
         """Per-slot look parameters as device tensors (rebuilt only after a look changes)."""
         if self._look_tensors is None:
-            dev = self.device
-            f = lambda v, dt=torch.float32: torch.tensor(v, dtype=dt, device=dev)  # noqa: E731
+            def f(values, dtype=torch.float32) -> torch.Tensor:
+                return torch.tensor(values, dtype=dtype, device=self.device)
+
             self._look_tensors = dict(
                 palette=f(self.palette, torch.int64), prev_palette=f(self.prev_palette, torch.int64),
                 fog_near=f([_FOG_RANGE[lk.fog][0] for lk in self.looks]),
@@ -299,58 +299,67 @@ class WorldBatch:
     def scene(self, previous: bool = False) -> Scene:
         """The render input for the current state (in the palettes before a switch if
         ``previous``)."""
-        st, mp, lk = self.state, self.static, self._looks()
+        st, lk = self.state, self._looks()
         pal = lk["prev_palette" if previous else "palette"]
-        dev, b = self.device, self.batch
         t = self._t_dev.clamp(min=0)
-        base = self.atlas.base[pal]  # [B, n_slots]
-        is_door = mp.cells == DOOR
-        ray_stop = torch.where(mp.cells == 0, 2.0, torch.where(is_door, st.door_open, 0.0))
+        base = self.atlas.base[pal]  # [B, n_slots]: atlas index of every texture slot
+        light = self._light(t, lk)
+        sprites = self._sprites(base, t, light, lk)
+        return Scene(
+            x=st.x, y=st.y, z=st.z, yaw=st.yaw, pitch=st.pitch, **self._cells(base, t, light, lk),
+            sky_base=torch.where(lk["outdoor"], base[:, SLOT["sky"]], -1).to(torch.int32),
+            fog_colour=self.atlas.fog[pal], fog_near=lk["fog_near"], fog_far=lk["fog_far"],
+            sky_haze=lk["haze"], **sprites, weather=lk["weather"], time=t, seed=self.static.seed)
+
+    def _light(self, t: torch.Tensor, lk: dict) -> torch.Tensor:
+        """float32 [B, MM] brightness per cell: torch pools (flickering together) or plain 1."""
+        flicker = 0.8 + 0.4 * rng.uniform(self.static.seed, t, 1)
+        lit = _TORCH_AMBIENT + self.static.torch_light * flicker[:, None]
+        return torch.where(lk["torches"][:, None], lit, 1.0)
+
+    def _cells(self, base: torch.Tensor, t: torch.Tensor, light: torch.Tensor, lk: dict) -> dict:
+        """The per-cell tables: what stops rays, wall textures, floor/ceiling textures and light."""
+        mp, dev, b = self.static, self.device, self.batch
+        ray_stop = torch.where(mp.cells == 0, 2.0,
+                               torch.where(mp.cells == DOOR, self.state.door_open, 0.0))
         code_slot = torch.tensor([SLOT["wall0"], SLOT["wall0"], SLOT["wall1"], SLOT["wall2"],
                                   SLOT["door"]], device=dev)
-        wall_base = base.gather(1, code_slot[mp.cells]).to(torch.int32)
         floor_slot = torch.tensor([SLOT["floor"], SLOT["floor_alt"], SLOT["liquid"]], device=dev)
         floor_base = base.gather(1, floor_slot[mp.floor])
         liquid_frame = (t // 2) % LIQUID_FRAMES
         floor_base = floor_base + (mp.floor == LIQUID) * (liquid_frame * TEX * TEX)[:, None]
         ceiling = base[:, SLOT["ceiling"]][:, None].expand(b, MM)
-        cell_base = torch.cat((floor_base, ceiling), 1).to(torch.int32)
-        flicker = 0.8 + 0.4 * rng.uniform(mp.seed, t, 1)
-        light = torch.where(lk["torches"][:, None],
-                            _TORCH_AMBIENT + mp.torch_light * flicker[:, None], 1.0)
-        light_q = (light * UNIT).round().clamp(max=127).to(torch.int32)
-        ceiling_light = torch.where(lk["outdoor"][:, None], UNIT, light_q)
-        cell_light = torch.cat((light_q, ceiling_light), 1)
+        light_q = (light * UNIT + 0.5).clamp(max=127).to(torch.int32)
+        ceiling_light = torch.where(lk["outdoor"][:, None], UNIT, light_q)  # sky rows: plain 1
+        return dict(ray_stop=ray_stop, wall_base=base.gather(1, code_slot[mp.cells]).to(torch.int32),
+                    cell_base=torch.cat((floor_base, ceiling), 1).to(torch.int32),
+                    cell_light=torch.cat((light_q, ceiling_light), 1))
 
-        # sprites: static props, then creatures walking their loops
-        n_static = MAX_SPRITES - MAX_CREATURES
+    def _sprites(self, base: torch.Tensor, t: torch.Tensor, light: torch.Tensor, lk: dict) -> dict:
+        """Static props plus creatures walking their loops, with animation frames and light."""
+        mp, dev = self.static, self.device
         pos = t.float() / FRAMES_PER_CREATURE_STEP
-        step_i = pos.floor().long()
+        step_i = pos.long()
         frac = (pos - step_i.float())[:, None, None]
-        loop = mp.creature_loop
-        i0 = (step_i % CREATURE_LOOP)[:, None, None, None].expand(-1, MAX_CREATURES, 1, 2)
-        i1 = ((step_i + 1) % CREATURE_LOOP)[:, None, None, None].expand(-1, MAX_CREATURES, 1, 2)
-        walker = torch.lerp(loop.gather(2, i0)[:, :, 0], loop.gather(2, i1)[:, :, 0], frac)
-        xy = torch.cat((mp.sprite_xy[:, :n_static], walker), 1)
+        def loop_point(i: torch.Tensor) -> torch.Tensor:  # [B, C, 2]
+            index = (i % CREATURE_LOOP)[:, None, None, None].expand(-1, MAX_CREATURES, 1, 2)
+            return mp.creature_loop.gather(2, index)[:, :, 0]
+
+        walkers = torch.lerp(loop_point(step_i), loop_point(step_i + 1), frac)
+        xy = torch.cat((mp.sprite_xy[:, :MAX_SPRITES - MAX_CREATURES], walkers), 1)
         kind = mp.sprite_kind
-        sprite_slot = torch.tensor([SLOT[s] for s in SPRITE_SLOTS], device=dev)[kind]
-        sprite_frame = torch.where(kind == LIGHT, (t[:, None] // 3 + torch.arange(MAX_SPRITES, device=dev)) % SPRITE_FRAMES,
-                                   (t[:, None] // 4) % SPRITE_FRAMES)
-        sprite_base = (base.gather(1, sprite_slot) + sprite_frame * (SPRITE_ROWS * TEX)).to(torch.int32)
+        slot = torch.tensor([SLOT[s] for s in SPRITE_SLOTS], device=dev)[kind]
+        flame = (t[:, None] // 3 + torch.arange(MAX_SPRITES, device=dev)) % SPRITE_FRAMES
+        frame = torch.where(kind == LIGHT, flame, (t[:, None] // 4) % SPRITE_FRAMES)
         size = torch.tensor([SPRITE_SIZE[s] for s in SPRITE_SLOTS], device=dev)[kind]
-        on = mp.sprite_on & ((kind != LIGHT) | lk["torches"][:, None])
-        creature = kind == CREATURE
-        hop = (0.06 * torch.sin(t.float() * 0.9))[:, None].abs() * creature
-        sprite_cell = physics.cell_at(xy[..., 0], xy[..., 1])
-        sprite_light = torch.where(kind == LIGHT, 1.0, light.gather(1, sprite_cell))
-        sky = torch.where(lk["outdoor"], base[:, SLOT["sky"]], -1).to(torch.int32)
-        return Scene(
-            x=st.x, y=st.y, z=st.z, yaw=st.yaw, pitch=st.pitch, ray_stop=ray_stop,
-            wall_base=wall_base, cell_base=cell_base, cell_light=cell_light, sky_base=sky,
-            fog_colour=self.atlas.fog[pal], fog_near=lk["fog_near"], fog_far=lk["fog_far"],
-            sky_haze=lk["haze"], sprite_x=xy[..., 0].contiguous(), sprite_y=xy[..., 1].contiguous(),
-            sprite_z=hop, sprite_w=size[..., 0], sprite_h=size[..., 1], sprite_base=sprite_base,
-            sprite_light=sprite_light, sprite_on=on, weather=lk["weather"], time=t, seed=mp.seed)
+        hop = (0.06 * torch.sin(t.float() * 0.9)).abs()[:, None] * (kind == CREATURE)
+        cell = physics.cell_at(xy[..., 0], xy[..., 1])
+        return dict(
+            sprite_x=xy[..., 0].contiguous(), sprite_y=xy[..., 1].contiguous(), sprite_z=hop,
+            sprite_w=size[..., 0], sprite_h=size[..., 1],
+            sprite_base=(base.gather(1, slot) + frame * (SPRITE_ROWS * TEX)).to(torch.int32),
+            sprite_light=torch.where(kind == LIGHT, 1.0, light.gather(1, cell)),
+            sprite_on=mp.sprite_on & ((kind != LIGHT) | lk["torches"][:, None]))
 
     def render(self) -> Rendered:
         """Render the current state; slots within SWITCH_FRAMES of a theme switch cross-fade."""
@@ -362,8 +371,9 @@ class WorldBatch:
             old = render(self.scene(previous=True).select(idx), self.atlas, self.height,
                          self.width, self.ss, False).rgb
             a = torch.tensor(progress[fading], dtype=torch.float32, device=self.device)
-            new = out.rgb[idx].float()
-            out.rgb[idx] = torch.lerp(old.float(), new, a[:, None, None, None]).round().to(torch.uint8)
+            new = out.rgb.index_select(0, idx).float()
+            mixed = torch.lerp(old.float(), new, a[:, None, None, None])
+            out.rgb.index_copy_(0, idx, (mixed + 0.5).to(torch.uint8))
         return out
 
 

@@ -64,3 +64,10 @@ def test_prompt_changes_the_picture(engine):
 
     lava, ice = first_frames("a volcanic lava temple"), first_frames("a frozen ice cave")
     assert (lava.mean(dim=(0, 1, 2)) - ice.mean(dim=(0, 1, 2))).abs().max() > 5
+
+
+def test_sessions_share_one_prompt_encoder(engine):
+    """Forks load nothing again: the text encoder is loaded once and shared."""
+    first, second = engine.fork(seed=1), engine.fork(seed=2)
+    second.set_prompt("an icy cave")
+    assert first.prompt_encoder is second.prompt_encoder is engine.prompt_encoder

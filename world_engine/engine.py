@@ -86,7 +86,7 @@ class WorldEngine:
         self.autoencoder = None
         if self.config.ae_uri:
             self.autoencoder = load_autoencoder(self.config.ae_uri, self.device, self.dtype, base=self.folder)
-        self._prompt_encoder = None
+        self._shared: dict[str, Any] = {}  # lazily loaded parts that forks share (the prompt encoder)
 
         self._build_schedule()
         self._start_session(seed)
@@ -125,10 +125,11 @@ class WorldEngine:
     # Prompt -------------------------------------------------------------------------------------
     @property
     def prompt_encoder(self):
-        if self._prompt_encoder is None:
+        """The text encoder, loaded on first use and shared with every fork."""
+        if "prompt_encoder" not in self._shared:
             folder = resolve_folder(self.config.prompt_encoder_uri, base=self.folder)
-            self._prompt_encoder = load_prompt_encoder(folder, self.device, self.dtype)
-        return self._prompt_encoder
+            self._shared["prompt_encoder"] = load_prompt_encoder(folder, self.device, self.dtype)
+        return self._shared["prompt_encoder"]
 
     def set_prompt(self, text: str) -> None:
         """Condition the next frames on ``text`` (applies without a reset)."""

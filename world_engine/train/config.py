@@ -60,6 +60,8 @@ class DFConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema: float = 0.999
+    sigma_shift: float = 1.0  # s > 1 moves sigma toward 1 (s*sigma / (1 + (s-1)*sigma)): more weight on
+    # high noise, where only the context and the controls tell what comes next
     clean_context_prob: float = 0.5  # per clip: context sigma ~ U[0, 0.1], last 1-4 frames full range
     context_sigma_max: float = 0.1
     ctrl_dropout: float = 0.1

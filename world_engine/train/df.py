@@ -2,7 +2,7 @@
 
 Per clip of ``clip_frames`` latent frames (pre-encoded by the stage-0 autoencoder):
   * rectified flow, ``x_s = (1 - s) x0 + s eps``, target ``eps - x0``, with an independent
-    logit-normal ``s`` per frame (diffusion forcing);
+    logit-normal ``s`` per frame (diffusion forcing), optionally shifted toward 1;
   * with probability ``clean_context_prob`` the clip is in "clean context" mode: all frames but the
     last 1-4 get ``s ~ U[0, context_sigma_max]`` and only the last frames are scored, which is
     close to how the engine plays (history always comes from a sigma-0 cache pass);
@@ -58,6 +58,7 @@ class DFNet(nn.Module):
         cfg, (b, n) = self.cfg, x0.shape[:2]
         dev = x0.device
         sigma = torch.sigmoid(torch.randn(b, n, device=dev))
+        sigma = cfg.sigma_shift * sigma / (1 + (cfg.sigma_shift - 1) * sigma)
         score = torch.ones(b, n, device=dev)
         clean = torch.rand(b, device=dev) < cfg.clean_context_prob
         n_last = torch.randint(1, 5, (b,), device=dev)

@@ -2,12 +2,14 @@
 
 Metrics, each against its issue target:
   * ``fps``: end-to-end ``gen_frame`` speed on 2 threads (see ``fps.py``);
-  * open-loop PSNR at horizons 1..8 from 8 ground-truth context frames, against copying the last
+  * open-loop PSNR at horizons 1..8 from 8 ground-truth context frames (after a burn-in, so the
+    windows contain motion), against copying the last
     context frame and against the autoencoder's reconstruction (the ceiling);
   * delta-PSNR at horizon 8: true actions minus actions shuffled across episodes;
   * turn-in-place probes: the sign of the horizontal image shift (phase correlation) of generated
     frames under a constant mouse turn must match the simulator's;
-  * drift: Laplacian-variance sharpness of the last 100 of a long rollout, relative to ground truth;
+  * drift: Laplacian-variance sharpness of the last 100 of a long rollout, relative to ground truth
+    (and, to separate the autoencoder's blur from collapse, relative to its reconstructions);
   * prompt following: a colour-histogram theme classifier (trained on simulator frames) applied to
     frames generated from an empty history for prompts that name each of the 8 themes (held-out
     caption templates).
@@ -36,6 +38,7 @@ from .simdata import Policy
 
 EVAL_SEED = 10_000_000  # far from the training seeds
 CONTEXT = 8
+BURN_IN = 24  # open-loop windows start this far into an episode, once the policy is moving
 
 
 def to_ctrl(vec: torch.Tensor) -> CtrlInput:
@@ -93,7 +96,8 @@ def rollout(engine: WorldEngine, context: torch.Tensor, ctrl: torch.Tensor, prom
 
 def open_loop(engine: WorldEngine, episodes: int, horizon: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
     seeds = [EVAL_SEED + i for i in range(episodes)]
-    gt, ctrl, captions = render(seeds, CONTEXT + horizon)
+    gt, ctrl, captions = render(seeds, BURN_IN + CONTEXT + horizon)
+    gt, ctrl = gt[:, BURN_IN:], ctrl[:, BURN_IN:]
     shuffled = ctrl.roll(1, dims=0)  # another episode's actions
     ae = engine.autoencoder
     res: dict[str, list[list[float]]] = {"model": [], "shuffled_actions": [], "copy_last": [], "ae_reconstruction": []}
@@ -146,9 +150,13 @@ def drift(engine: WorldEngine, frames: int) -> dict:
         img = engine.gen_frame(to_ctrl(ctrl[0, t]))
         if t >= CONTEXT + frames - 100:
             tail.append(img)
-    ratio = sharpness(torch.stack(tail)) / max(sharpness(gt[0, -100:]), 1e-12)
-    return {"frames": frames, "sharpness_ratio_last100": ratio,
-            "sharpness_ratio_first_ctx": sharpness(gt[0, :CONTEXT])}
+    ae = engine.autoencoder
+    gt_tail = gt[0, -100:]
+    recon = torch.stack([ae.decode(ae.encode(img)) for img in gt_tail])
+    reference = max(sharpness(gt_tail), 1e-12)
+    return {"frames": frames, "sharpness_ratio_last100": sharpness(torch.stack(tail)) / reference,
+            "ae_reconstruction_sharpness_ratio": sharpness(recon) / reference,
+            "model_vs_ae_sharpness_ratio": sharpness(torch.stack(tail)) / max(sharpness(recon), 1e-12)}
 
 
 def colour_features(frames: torch.Tensor, bins: int = 4) -> torch.Tensor:

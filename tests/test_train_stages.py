@@ -4,6 +4,7 @@ the engine plays the exported folder. Each stage runs a few steps through its co
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from world_engine import CtrlInput, WorldEngine
 from world_engine.train import ae, data, df, export
 from world_engine.train.checkpoint import MAX_SHARD_BYTES, load_checkpoint
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL_DIT = ["--d-model", "64", "--n-heads", "1", "--n-layers", "3", "--batch-size", "2", "--clip-frames", "8"]
 
 
@@ -84,3 +86,22 @@ def test_export_refuses_a_checkpoint_with_missing_weights(run, tmp_path):
     with pytest.raises(ValueError, match="missing DiT weights"):
         export.main(["--df", str(tmp_path / "broken"), "--ae", str(root / "ae" / "final"),
                      "--out", str(tmp_path / "model")])
+
+
+def test_df_runs_under_torchrun_ddp(run, tmp_path):
+    """Two processes (gloo on CPU) train in lockstep through torchrun and DistributedDataParallel."""
+    import subprocess
+    import sys
+
+    root, _ = run
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "world_engine.train", "df", "--data", str(root / "data"), "--ae", str(root / "ae"),
+           "--out", str(out), "--steps", "2", "--save-every", "2", "--log-every", "1", *SMALL_DIT]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, meta = load_checkpoint(out / "checkpoint")
+    assert meta["step"] == 2
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]  # only rank 0 logs

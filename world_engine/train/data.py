@@ -20,8 +20,10 @@ import torch
 
 from ..model.text_encoder import TextEncoderConfig, hash_tokens
 from ..model.tiny_autoencoder import TinyAutoencoder
+from ..sim import EpisodeSpec, rollout
+from ..sim.constants import CTRL_DIM
+from ..sim.themes import THEME_NAMES
 from .config import DataConfig, add_arguments, from_arguments
-from .simdata import render_episodes
 
 ARRAYS = ("frames", "ctrl", "caption_ids", "theme")
 
@@ -33,6 +35,28 @@ class Episodes:
     caption_ids: torch.Tensor
     theme: torch.Tensor
     captions: list[str]
+
+
+def render_episodes(cfg: DataConfig, batch: int = 48) -> Episodes:
+    """Render ``cfg.episodes`` episodes under the simulator's data policy (themes cycle evenly)."""
+    frames = torch.zeros(cfg.episodes, cfg.frames, cfg.image_size, cfg.image_size, 3, dtype=torch.uint8)
+    ctrl = torch.zeros(cfg.episodes, cfg.frames, CTRL_DIM, dtype=torch.float16)
+    caption_ids = torch.zeros(cfg.episodes, cfg.frames, dtype=torch.int32)
+    theme = torch.zeros(cfg.episodes, cfg.frames, dtype=torch.long)
+    captions: dict[str, int] = {}
+    for lo in range(0, cfg.episodes, batch):
+        idx = list(range(lo, min(lo + batch, cfg.episodes)))
+        specs = [EpisodeSpec.from_seed(cfg.seed * 1_000_003 + i, n_frames=cfg.frames,
+                                       theme=THEME_NAMES[i % len(THEME_NAMES)]) for i in idx]
+        for step in rollout(specs, size=cfg.image_size):
+            t = step["frame"]
+            frames[idx, t] = step["rgb"]
+            ctrl[idx, t] = step["ctrl"].half()
+            theme[idx, t] = step["theme"]
+            caption_ids[idx, t] = torch.tensor([captions.setdefault(c, len(captions)) for c in step["caption"]],
+                                               dtype=torch.int32)
+        print(f"rendered {idx[-1] + 1}/{cfg.episodes} episodes", flush=True)
+    return Episodes(frames, ctrl, caption_ids, theme, list(captions))
 
 
 def save_episodes(folder: Path, episodes: Episodes) -> None:

@@ -117,7 +117,9 @@ def train(cfg: DFConfig) -> DFNet:
         step = meta["step"]
         if rank == 0:
             print(f"resumed from {ckpt} at step {step}", flush=True)
-    model = DistributedDataParallel(net) if world > 1 else net
+    # prompt_cfg.null_emb is part of the checkpoint format but unused here (prompt dropout feeds the
+    # empty prompt), so DDP must expect parameters without gradients.
+    model = DistributedDataParallel(net, find_unused_parameters=True) if world > 1 else net
 
     decay = [p for p in net.parameters() if p.dim() >= 2]
     no_decay = [p for p in net.parameters() if p.dim() < 2]

@@ -32,9 +32,8 @@ from ..controls import CtrlInput
 from ..engine import WorldEngine
 from ..sim.captions import make_caption
 from ..sim.themes import THEME_NAMES, Look
-from ..sim.world import EpisodeSpec, WorldBatch
+from ..sim import EpisodeSpec, policy_actions, rollout
 from .fps import measure_fps
-from .simdata import Policy
 
 EVAL_SEED = 10_000_000  # far from the training seeds
 CONTEXT = 8
@@ -76,13 +75,9 @@ def render(seeds: list[int], frames: int, ctrl: torch.Tensor | None = None,
                                    theme=THEME_NAMES[i % len(THEME_NAMES)]) for i, s in enumerate(seeds)]
     if looks is not None:
         specs = [EpisodeSpec(s.seed, [(0, look)], frames) for s, look in zip(specs, looks)]
-    world, policy = WorldBatch(specs, 64), Policy(seeds)
-    rgb, used = [], []
-    for t in range(frames):
-        c = policy.step() if ctrl is None else ctrl[:, t]
-        rgb.append(world.step(c).rgb)
-        used.append(c)
-    return torch.stack(rgb, 1), torch.stack(used, 1), world.captions()
+    steps = list(rollout(specs, ctrl, size=64, n_frames=frames))
+    return (torch.stack([s["rgb"] for s in steps], 1), torch.stack([s["ctrl"] for s in steps], 1),
+            steps[0]["caption"])
 
 
 def rollout(engine: WorldEngine, context: torch.Tensor, ctrl: torch.Tensor, prompt: str, horizon: int) -> torch.Tensor:
@@ -191,8 +186,9 @@ def train_theme_classifier(episodes_per_theme: int = 6, frames: int = 24) -> tup
 def prompt_following(engine: WorldEngine, seeds_per_theme: int, frames: int = 16) -> dict:
     clf, clf_acc = train_theme_classifier()
     correct, total, per_theme = 0, 0, {}
-    policy = Policy([EVAL_SEED + 3000 + i for i in range(len(THEME_NAMES) * seeds_per_theme)])
-    ctrls = torch.stack([policy.step() for _ in range(frames)], 1)
+    specs = [EpisodeSpec.from_seed(EVAL_SEED + 3000 + i, n_frames=frames)
+             for i in range(len(THEME_NAMES) * seeds_per_theme)]
+    ctrls = policy_actions(specs, n_frames=frames)
     for ti, theme in enumerate(THEME_NAMES):
         hits = 0
         for s in range(seeds_per_theme):

@@ -37,22 +37,22 @@ def _load_app_module():
     return module
 
 
-@pytest.fixture(scope="module")
-def served():
-    """The app on 127.0.0.1 walking the simulator ("reality": fast and deterministic on 2 cores)."""
+@pytest.fixture(scope="module", params=["embedded", "reality"])
+def served(request):
+    """The app on 127.0.0.1 serving the embedded model, or walking the simulator ("reality")."""
     from player.backends import create_backend, model_catalog
     from player.handlers import WorldApp
 
     app_module = _load_app_module()
     backend = create_backend("cpu", segment_seconds=3600)
     models = model_catalog([], "cpu")
-    reality = next(m for m in models if m.key == "reality")
-    backend.warm_up([reality])
+    chosen = next(m for m in models if m.key == request.param)
+    backend.warm_up([chosen])
     world_app = WorldApp(backend, models, allow_custom_models=False, fps=FPS)
-    demo = app_module.build_demo(world_app, reality.key)
+    demo = app_module.build_demo(world_app, chosen.key)
     demo.queue(max_size=20, default_concurrency_limit=2)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app_module.LAUNCH)
-    yield world_app, url
+    yield world_app, url, request.param
     demo.close()
 
 
@@ -94,7 +94,7 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
 def test_player_streams_and_follows_input(served, browser, network, tmp_path):
     from player.controls import BIT
 
-    world_app, url = served
+    world_app, url, model = served
     proxy = None
     if network != "localhost":
         proxy = DelayProxy(int(url.rstrip("/").rsplit(":", 1)[1]), delay_s=0.05).start()
@@ -122,7 +122,7 @@ def test_player_streams_and_follows_input(served, browser, network, tmp_path):
         wait_for(lambda: (VK["W"],) in recorded_buttons(session, since), what="frames made with W held")
         time.sleep(0.5)
         page.evaluate("window.scrollTo(0, 0)")
-        page.screenshot(path=str(Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / f"player-{network}.png"))
+        page.screenshot(path=str(Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / f"player-{model}-{network}.png"))
         page.keyboard.up("KeyW")
         assert canvas_hash(page) != before
         wait_for(lambda: board.snapshot(session.slot).state.keys == 0, what="W released")
@@ -175,7 +175,7 @@ def test_player_streams_and_follows_input(served, browser, network, tmp_path):
             time.sleep(0.15)
         fps = (wm(page, "drawn") - drawn) / (time.monotonic() - t0)
         lat = wm(page, "latSamples")
-        print(f"\n[{network}] delivered {fps:.1f} fps (target {FPS:.0f}); input->frame latency "
+        print(f"\n[{model}, {network}] delivered {fps:.1f} fps (target {FPS:.0f}); input->frame latency "
               f"p50 {statistics.median(lat):.0f} ms, max {max(lat):.0f} ms over {len(lat)} key edges")
         assert fps > 0 and lat
     finally:

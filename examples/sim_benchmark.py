@@ -18,12 +18,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from world_engine.sim import EpisodeSpec, Policy, WorldBatch, render
-from world_engine.sim.policy import policy_seeds
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from world_engine.sim import EpisodeSpec, Policy, WorldBatch, render  # noqa: E402
+from world_engine.sim.policy import policy_seeds  # noqa: E402
 
 
 def _time(fn, repeats: int, device: torch.device) -> tuple[float, float, float]:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from world_engine.controls import VK, CtrlInput
-from world_engine.sim import THEME_NAMES, THEMES, YAW_PER_MOUSE_UNIT, EpisodeSpec, World, rollout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from world_engine.controls import VK, CtrlInput  # noqa: E402
+from world_engine.sim import THEME_NAMES, THEMES, YAW_PER_MOUSE_UNIT, EpisodeSpec, World, rollout  # noqa: E402
 
 STEPS = 6  # frames walked forward before the picture is taken
 

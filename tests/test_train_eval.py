@@ -33,3 +33,21 @@ def test_colour_features_and_ctrl_conversion():
     vec[0], vec[2 + 87], vec[2 + 0x10] = 4.0, 1.0, 1.0
     ctrl = to_ctrl(vec)
     assert ctrl.button == {87, 0x10} and ctrl.mouse == (4.0, 0.0)
+
+
+def test_evaluation_runs_end_to_end_and_writes_its_report(tmp_path):
+    """A tiny evaluation of the shipped model: every metric and the picture are written."""
+    import json
+
+    from PIL import Image
+
+    from world_engine.train import evaluate
+
+    evaluate.main(["--out", str(tmp_path), "--episodes", "2", "--drift-frames", "20", "--probes", "1",
+                   "--theme-seeds", "1"])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["targets"]) == {"fps_median>=20", "psnr_h4>copy_last", "delta_psnr_h8>=1.5dB",
+                                      "turn_direction>=95%", "sharpness_ratio>=0.5", "theme_accuracy>=80%"}
+    assert 5 < report["psnr_h4"]["model"] < 60 and report["psnr_h4"]["ae_reconstruction"] > 5
+    strip = Image.open(tmp_path / "rollout.png")
+    assert strip.width >= 64 and strip.height >= 128

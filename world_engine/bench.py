@@ -89,10 +89,12 @@ def build_engine(model: str, device: torch.device, dtype: torch.dtype, layers: i
         from .testing import write_random_checkpoint
 
         values = dict(WAYPOINT_1_SMALL, n_layers=layers or WAYPOINT_1_SMALL["n_layers"])
-        model = str(Path(tempfile.mkdtemp()) / "waypoint-1-small-random")
-        print(f"writing random weights for {values['n_layers']} layers to {model} ...", flush=True)
-        write_random_checkpoint(model, autoencoder=None, **values)
-    engine = WorldEngine(model, device=device, dtype=dtype, seed=0)
+        with tempfile.TemporaryDirectory() as tmp:  # gigabytes of random weights: never left behind
+            print(f"writing random weights for {values['n_layers']} layers to {tmp} ...", flush=True)
+            engine = WorldEngine(write_random_checkpoint(tmp, autoencoder=None, **values), device=device,
+                                 dtype=dtype, seed=0)
+    else:
+        engine = WorldEngine(model, device=device, dtype=dtype, seed=0)
     if engine.config.prompt_conditioning is not None:
         engine.set_prompt_embedding(torch.randn(1, UMT5_TOKENS, engine.config.prompt_embedding_dim) * 0.1,
                                     torch.zeros(1, UMT5_TOKENS, dtype=torch.bool))

@@ -118,13 +118,17 @@ class WorldConfig:
             raise ValueError(f"invalid model config: {exc}") from exc
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "WorldConfig":
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None,
+                  defaults: dict[str, Any] | None = None) -> "WorldConfig":
+        """Read ``config.yaml``; ``defaults`` fill keys the file lacks, ``overrides`` replace any."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path.parent}: no {path.name}")
         with open(path, encoding="utf-8") as f:
             values = yaml.safe_load(f)
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
-        values.update(overrides or {})
-        return cls.from_dict(values)
+        return cls.from_dict({**(defaults or {}), **values, **(overrides or {})})
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

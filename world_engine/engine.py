@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from .config import KNOWN_MODELS, WorldConfig
 from .controls import CtrlInput, ctrl_vector, validate_ctrl
@@ -43,20 +42,6 @@ def load_autoencoder(path_or_repo: str | Path, device: torch.device | str | None
     return load_autoencoder_folder(folder, device, dtype)
 
 
-def _read_config(folder: Path, model_uri: str, overrides: dict[str, Any] | None) -> WorldConfig:
-    path = folder / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder}: no config.yaml")
-    with open(path, encoding="utf-8") as f:
-        values = yaml.safe_load(f)
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys")
-    for key, value in KNOWN_MODELS.get(model_uri, {}).items():
-        values.setdefault(key, value)
-    values.update(overrides or {})
-    return WorldConfig.from_dict(values)
-
-
 class WorldEngine:
     """A playable world: ``set_prompt``, ``append_frame``, ``gen_frame``, ``reset``.
 
@@ -77,7 +62,8 @@ class WorldEngine:
                 raise FileNotFoundError(f"the embedded model is missing from this checkout ({EMBEDDED_MODEL})")
             model = EMBEDDED_MODEL
         self.folder = resolve_folder(model, allow_patterns=["config.yaml", "model.safetensors"])
-        self.config = _read_config(self.folder, str(model), overrides)
+        self.config = WorldConfig.from_yaml(self.folder / "config.yaml", overrides,
+                                            defaults=KNOWN_MODELS.get(str(model)))
         self.model = load_dit(self.folder, self.config, self.device, self.dtype)
         self.model.fuse_for_inference()
         if compile is None:

@@ -71,15 +71,9 @@ class EpisodeSpec:
     def segment_at(self, frame: int) -> int:
         return max(i for i, (start, _) in enumerate(self.segments) if start <= max(frame, 0))
 
-    def look_at(self, frame: int) -> Look:
-        return self.segments[self.segment_at(frame)][1]
-
     def caption(self, segment: int) -> str:
         g = np.random.default_rng([int(self.seed) & 0xFFFFFFFFFFFF, 2, segment])
         return make_caption(self.segments[segment][1], g)
-
-    def caption_at(self, frame: int) -> str:
-        return self.caption(self.segment_at(frame))
 
     def build_map(self) -> MapSpec:
         g = np.random.default_rng([int(self.seed) & 0xFFFFFFFFFFFF, 0])

@@ -32,7 +32,8 @@ from ..controls import CtrlInput
 from ..engine import WorldEngine
 from ..sim.captions import make_caption
 from ..sim.themes import THEME_NAMES, Look
-from ..sim import EpisodeSpec, policy_actions, rollout
+from ..sim import EpisodeSpec, policy_actions
+from ..sim import rollout as simulate
 from .fps import measure_fps
 
 EVAL_SEED = 10_000_000  # far from the training seeds
@@ -75,7 +76,7 @@ def render(seeds: list[int], frames: int, ctrl: torch.Tensor | None = None,
                                    theme=THEME_NAMES[i % len(THEME_NAMES)]) for i, s in enumerate(seeds)]
     if looks is not None:
         specs = [EpisodeSpec(s.seed, [(0, look)], frames) for s, look in zip(specs, looks)]
-    steps = list(rollout(specs, ctrl, size=64, n_frames=frames))
+    steps = list(simulate(specs, ctrl, size=64, n_frames=frames))
     return (torch.stack([s["rgb"] for s in steps], 1), torch.stack([s["ctrl"] for s in steps], 1),
             steps[0]["caption"])
 

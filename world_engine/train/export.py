@@ -11,7 +11,6 @@ import argparse
 import shutil
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 from ..config import WorldConfig

@@ -20,7 +20,8 @@ import gradio as gr  # noqa: E402
 
 from player.backends import create_backend, detect_kind, model_catalog  # noqa: E402
 from player.component import WorldPlayer  # noqa: E402
-from player.handlers import MAX_PROMPT_CHARS, WorldApp  # noqa: E402
+from player.handlers import WorldApp  # noqa: E402
+from player.validation import MAX_PROMPT_CHARS, MAX_STEPS  # noqa: E402
 
 HERE = Path(__file__).parent
 EXAMPLES = json.loads((HERE / "examples" / "prompts.json").read_text(encoding="utf-8"))
@@ -62,7 +63,7 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
                             fn=app.set_prompt, run_on_click=True)   # applies at once while playing
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=EXAMPLES[0]["seed"], precision=0, minimum=0)
-                    steps = gr.Slider(0, 4, value=0, step=1, label="Steps",
+                    steps = gr.Slider(0, MAX_STEPS, value=0, step=1, label="Steps",
                                       info="Denoising steps; 0 = the model's default")
                 model = gr.Dropdown([(m.label, m.key) for m in app.models.values()], value=default_model,
                                     label="Model", allow_custom_value=app.allow_custom_models,

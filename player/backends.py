@@ -86,15 +86,20 @@ class Backend:
         self.segment_seconds = segment_seconds
         self.worlds = WorldCache(MAX_SLOTS)
         self.warmup = WarmUp()
+        self._engine_lock = threading.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="engine") if kind == "cuda" else None
         if kind == "cuda":
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
                                   str(Path.home() / ".cache" / "world-player" / "inductor"))
             os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
 
-    @functools.lru_cache(maxsize=4)
     def engine(self, uri: str | None):
-        """The shared engine (weights) of a model; built once."""
+        """The shared engine (weights) of a model; built once, even when two sessions ask at once."""
+        with self._engine_lock:
+            return self._load_engine(uri)
+
+    @functools.lru_cache(maxsize=4)
+    def _load_engine(self, uri: str | None):
         if uri == REALITY:
             return Reality()
         from world_engine import WorldEngine

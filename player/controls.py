@@ -83,12 +83,17 @@ def _number(data: dict[str, Any], key: str, what: str, lo: float, hi: float) -> 
     return min(max(float(value), lo), hi)
 
 
-def _integer(data: dict[str, Any], key: str, what: str, default: int) -> int:
+MAX_COUNTER = 2**53     # seq and ack are JS numbers, exact up to here; the board stores doubles
+
+
+def _integer(data: dict[str, Any], key: str, what: str, default: int, lo: int) -> int:
     value = data.get(key, default)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{what} must be an integer, got {value!r}")
+    if not lo <= value <= MAX_COUNTER:
+        raise ValueError(f"{what} must be between {lo} and 2**53")
     return value
 
 
@@ -96,8 +101,8 @@ def parse_state(data: Any) -> ControlState:
     """Validate the page's control message; raise ``ValueError`` with a readable reason."""
     if not isinstance(data, dict):
         raise ValueError("control state must be an object")
-    seq = _integer(data, "seq", "seq", 0)
-    keys = _integer(data, "keys", "held keys", 0)
+    seq = _integer(data, "seq", "seq", 0, 0)
+    keys = _integer(data, "keys", "held keys", 0, 0)
     if not 0 <= keys <= ALL_KEYS_MASK:
         raise ValueError(f"held keys bitmask {keys} has unknown keys (known: {', '.join(KEY_NAMES)})")
     big = 1e12
@@ -110,7 +115,7 @@ def parse_state(data: Any) -> ControlState:
         look_y=_number(data, "ly", "look delta y", -big, big),
         stick_x=_number(data, "sx", "look stick x", -1, 1),
         stick_y=_number(data, "sy", "look stick y", -1, 1),
-        ack=_integer(data, "ack", "acknowledged frame", -1),
+        ack=_integer(data, "ack", "acknowledged frame", -1, -1),
         visible=bool(data.get("vis", True)),
         client_fps=_number(data, "fps", "client fps", 0, 1000),
         client_latency_ms=_number(data, "lat", "client latency", 0, 1e6),

@@ -21,7 +21,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from player.backends import Backend, ModelChoice
 from player.component import frame_value, message_value
@@ -30,12 +30,7 @@ from player.reality import REALITY
 from player.recording import MAX_LOG_BYTES, Recorder, Replay, parse_log
 from player.sessions import BOARD, REGISTRY, Session, SessionFull, SessionRegistry
 from player.stream import Frame, Notice, SegmentArgs, WorldSpec
-
-MAX_PROMPT_CHARS = 500
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_IMAGE_PIXELS = 40_000_000
-START_IMAGE_SIDE = 640          # start images are stored (and replayed) at most this large
-HISTORY_FRAMES = 32             # frames kept to rebuild a world on a fresh GPU worker
+from player.validation import clean_prompt, clean_steps, read_start_image
 
 Outputs = tuple[Any, Any]
 
@@ -45,37 +40,6 @@ def _session(registry: SessionRegistry, request: gr.Request) -> Session:
         return registry.get(request.session_hash)
     except SessionFull as exc:
         raise gr.Error(str(exc), title="Server busy") from exc
-
-
-def clean_prompt(text: str | None) -> str:
-    """Strip a prompt and enforce its length; ``ValueError`` explains a rejection."""
-    text = (text or "").strip()
-    if len(text) > MAX_PROMPT_CHARS:
-        raise ValueError(f"The prompt is {len(text)} characters long; please keep it under "
-                         f"{MAX_PROMPT_CHARS}.")
-    return text
-
-
-def read_start_image(path: str | os.PathLike | None) -> bytes | None:
-    """Validate an uploaded start image and return it as PNG bytes (at most 640 px a side)."""
-    if not path:
-        return None
-    size = os.path.getsize(path)
-    if size > MAX_UPLOAD_BYTES:
-        raise ValueError(f"The start image is {size / 2**20:.0f} MB; the limit is "
-                         f"{MAX_UPLOAD_BYTES // 2**20} MB.")
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"The start image is {img.width}x{img.height} pixels; that is too large.")
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError("That file is not an image we can read; please upload a PNG, JPEG or WebP.") from exc
-    rgb.thumbnail((START_IMAGE_SIDE, START_IMAGE_SIDE), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    rgb.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class WorldApp:
@@ -89,8 +53,15 @@ class WorldApp:
         self.fps = fps
         self.idle_timeout_s = idle_timeout_s
         self.registry = REGISTRY
+        self.registry.on_release(self._release)
         self._world_ids = itertools.count(1)
         self._downloads = Path(tempfile.mkdtemp(prefix="world-player-"))
+
+    def _release(self, session: Session) -> None:
+        """A freed session's cached world and download folder go with it."""
+        self.backend.forget(session.key)
+        if session.download_dir is not None:
+            shutil.rmtree(session.download_dir, ignore_errors=True)
 
     # ---- validation -----------------------------------------------------------------------------
     def model(self, key: str | None) -> ModelChoice:
@@ -110,11 +81,9 @@ class WorldApp:
             state = parse_state(evt._data)
         except ValueError as exc:
             raise gr.Error(f"Ignored a control message: {exc}", title="Controls") from exc
-        try:
-            session = self.registry.get(request.session_hash)
-        except SessionFull:
-            return          # Start reports a full server once; controls must not toast 30 times a second
-        BOARD.write_state(session.slot, session.owner, state)
+        session = self.registry.find(request.session_hash)   # only Start and friends claim a slot
+        if session is not None:
+            BOARD.write_state(session.slot, session.owner, state)
 
     def set_prompt(self, prompt: str, request: gr.Request) -> None:
         """Apply a new prompt to the running world from its next frame, without a reset."""
@@ -127,8 +96,9 @@ class WorldApp:
             BOARD.set_prompt(session.slot, text)
 
     def set_steps(self, steps: float, request: gr.Request) -> None:
+        steps = self._steps(steps)
         session = _session(self.registry, request)
-        BOARD.set_steps(session.slot, self._steps(steps))
+        BOARD.set_steps(session.slot, steps)
 
     def pause(self, request: gr.Request) -> None:
         """Stop the frame loop; the world is kept and Start continues it."""
@@ -168,13 +138,14 @@ class WorldApp:
         choice = self.model(replay.model)
         session = _session(self.registry, request)
         session.pending_replay = replay
-        note = (f"Loaded a {len(replay.ctrls)}-frame control log (seed {replay.seed}). "
-                f"Press \u25b6 Run path to replay it.")
+        note = f"Loaded a {len(replay.ctrls)}-frame control log (seed {replay.seed}). "
+        if not replay.complete:
+            note += "This log was truncated: the replay stops where the recording was cut. "
+        note += "Press \u25b6 Run path to replay it."
         return replay.prompt, replay.seed, choice.key, replay.steps, note
 
     def unload(self, request: gr.Request) -> None:
         self.registry.free(request.session_hash)
-        self.backend.forget(request.session_hash)
 
     def download(self, overlay: bool, request: gr.Request) -> tuple[str, str]:
         """The session as an animated WebP (controls optionally drawn) and its JSON control log."""
@@ -182,9 +153,11 @@ class WorldApp:
         recorder: Recorder | None = session.recorder if session else None
         if recorder is None or not len(recorder):
             raise gr.Error("Nothing recorded yet: press Start and walk around first.", title="Recording")
-        folder = self._downloads / session.key   # one folder per session, replaced on each download
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        if session.download_dir is not None:     # one folder per session, replaced on each download
+            shutil.rmtree(session.download_dir, ignore_errors=True)
+        # Named by the server: the session hash comes from the browser and must not become a path.
+        session.download_dir = Path(tempfile.mkdtemp(prefix=f"slot{session.slot}-", dir=self._downloads))
+        folder = session.download_dir
         stamp = time.strftime("%Y%m%d-%H%M%S")
         video = recorder.write_video(folder / f"world-{stamp}.webp", overlay=overlay)
         log = folder / f"world-{stamp}-controls.json"
@@ -251,9 +224,10 @@ class WorldApp:
         yield from self._play(prompt, seed, model_key, steps, start_png, masks, request)
 
     def _steps(self, steps: float | None) -> int:
-        if steps is None or not math.isfinite(steps) or not 0 <= steps <= 8:
-            raise gr.Error("Steps must be between 1 and 8 (0 keeps the model's own schedule).", title="Steps")
-        return int(steps)
+        try:
+            return clean_steps(steps)
+        except ValueError as exc:
+            raise gr.Error(str(exc), title="Steps") from exc
 
     def _play(self, prompt: str, seed: float, model_key: str, steps: float, start_png: bytes | None,
               script: list[int] | Replay | None, request: gr.Request) -> Iterator[Outputs]:
@@ -286,7 +260,7 @@ class WorldApp:
             session.recorder = Recorder(world=spec, prompt=prompt, steps=n_steps, fps=self.fps)
         BOARD.set_prompt(session.slot, prompt)
         BOARD.set_steps(session.slot, n_steps)
-        run = BOARD.start_run(session.slot)
+        run = session.run = BOARD.start_run(session.slot)
         session.running = True
 
         if isinstance(script, Replay):
@@ -297,7 +271,8 @@ class WorldApp:
         try:
             yield from self._stream(session, run, choice, frames, events)
         finally:
-            session.running = False
+            if session.run == run:      # a newer play of this session may be streaming now
+                session.running = False
 
     def _stream(self, session: Session, run: int, choice: ModelChoice, script: tuple[Any, ...],
                 events: tuple[tuple[int, str, Any], ...]) -> Iterator[Outputs]:
@@ -314,7 +289,7 @@ class WorldApp:
             done = session.world_frames
             args = SegmentArgs(
                 key=session.key, slot=session.slot, owner=session.owner, run=run, world=session.world,
-                frames_done=done, history=tuple(session.history)[-HISTORY_FRAMES:],
+                frames_done=done, history=tuple(session.history),
                 first_n=session.frames_sent, script=script, script_events=events, fps=self.fps,
                 max_seconds=self.backend.segment_seconds, idle_timeout_s=self.idle_timeout_s)
             seg_start = time.monotonic()

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from player.controls import BIT, held_names
 from player.stream import CtrlTuple, Frame, WorldSpec, decode_image
+from player.validation import clean_prompt, clean_steps, start_image_png
 
 LOG_FORMAT = "world-player-log/1"
 MAX_LOG_FRAMES = 72_000          # one hour at 20 fps; ~2 MB of JSON
@@ -132,6 +133,26 @@ class Replay:
     start_image: bytes | None
     ctrls: tuple[CtrlTuple, ...]
     events: tuple[tuple[int, str, Any], ...]
+    complete: bool = True          # False: the recording outgrew MAX_LOG_FRAMES and was cut
+
+
+def _whole(value: Any, what: str, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
+        raise ValueError(f"{what} must be a whole number from 0 to {hi}, got {value!r}")
+    return value
+
+
+def _event(event: Any) -> tuple[int, str, Any]:
+    """One ``[frame, "prompt"|"steps", value]`` entry, checked like the page's own prompt and steps."""
+    index, kind, value = event
+    index = _whole(index, "event frame", MAX_LOG_FRAMES)
+    if kind == "prompt":
+        if not isinstance(value, str):
+            raise ValueError(f"prompt event at frame {index} must hold text, got {value!r}")
+        return index, kind, clean_prompt(value)
+    if kind == "steps":
+        return index, kind, clean_steps(value)
+    raise ValueError(f"unknown event {kind!r} at frame {index} (expected \"prompt\" or \"steps\")")
 
 
 def parse_log(text: str | bytes) -> Replay:
@@ -148,11 +169,17 @@ def parse_log(text: str | bytes) -> Replay:
         ctrls = tuple((tuple(int(b) for b in f[0]), float(f[1]), float(f[2])) for f in data["frames"])
         if not all(math.isfinite(c[1]) and math.isfinite(c[2]) for c in ctrls):
             raise ValueError("mouse deltas must be finite")
-        events = tuple((int(i), str(kind), value) for i, kind, value in data.get("events", []))
+        events = tuple(_event(e) for e in data.get("events", []))
+        prompt = data.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be text, got {prompt!r}")
+        complete = data.get("complete", True)
+        if not isinstance(complete, bool):
+            raise ValueError(f"complete must be true or false, got {complete!r}")
         start = data.get("start_image_png")
-        return Replay(model=str(data["model"]), seed=int(data["seed"]), prompt=str(data.get("prompt", "")),
-                      steps=int(data.get("steps", 0)),
-                      start_image=base64.b64decode(start, validate=True) if start else None,
-                      ctrls=ctrls, events=events)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return Replay(model=str(data["model"]), seed=_whole(data["seed"], "seed", 2**63 - 1),
+                      prompt=clean_prompt(prompt), steps=clean_steps(data.get("steps", 0)),
+                      start_image=start_image_png(base64.b64decode(start, validate=True)) if start else None,
+                      ctrls=ctrls, events=events, complete=complete)
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
         raise ValueError(f"control log is damaged: {exc}") from exc

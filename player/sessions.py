@@ -13,12 +13,15 @@ import multiprocessing as mp
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from player.controls import ControlState
 
 MAX_SLOTS = 64
+HISTORY_FRAMES = 32             # newest frames kept to rebuild a world on a fresh GPU worker
 PROMPT_BYTES = 2048
 
 # Field offsets inside one slot (all doubles).
@@ -51,12 +54,16 @@ class ControlBoard:
         self._owners = itertools.count(1)
 
     def _write(self, slot: int, values: dict[int, float]) -> None:
-        base = slot * _NF
         with self._lock:
-            self._f[base + _VER] += 1          # odd: a write is in progress
-            for offset, value in values.items():
-                self._f[base + offset] = value
-            self._f[base + _VER] += 1
+            self._put(slot, values)
+
+    def _put(self, slot: int, values: dict[int, float]) -> None:
+        """Write ``values`` under the sequence lock; the caller holds ``self._lock``."""
+        base = slot * _NF
+        self._f[base + _VER] += 1          # odd: a write is in progress
+        for offset, value in values.items():
+            self._f[base + offset] = value
+        self._f[base + _VER] += 1
 
     def _read(self, slot: int) -> list[float]:
         base = slot * _NF
@@ -100,12 +107,15 @@ class ControlBoard:
 
     def start_run(self, slot: int) -> int:
         """Give the slot a new run id; the frame loop of any older run stops at its next frame."""
-        run = int(self._read(slot)[_RUN]) + 1
-        self._write(slot, {_RUN: run, _TRECV: time.time(), _TINPUT: time.time()})
+        now = time.time()
+        with self._lock:    # read and increment together, so two plays never get the same id
+            run = int(self._f[slot * _NF + _RUN]) + 1
+            self._put(slot, {_RUN: run, _TRECV: now, _TINPUT: now})
         return run
 
     def stop_run(self, slot: int) -> None:
-        self._write(slot, {_RUN: self._read(slot)[_RUN] + 1})
+        with self._lock:
+            self._put(slot, {_RUN: self._f[slot * _NF + _RUN] + 1})
 
     def set_steps(self, slot: int, steps: int) -> None:
         self._write(slot, {_STEPS: steps})
@@ -159,8 +169,10 @@ class Session:
     frames_sent: int = 0            # page-facing frame numbers keep growing across plays (acks)
     recorder: Any = None            # player.recording.Recorder of the current world
     pending_replay: Any = None      # player.recording.Replay waiting for "Run path"
-    history: deque = field(default_factory=lambda: deque(maxlen=32))   # newest frames, to re-prime
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_FRAMES))   # to re-prime
+    run: int = 0                    # run id of the newest play; only that play clears ``running``
     running: bool = False
+    download_dir: Path | None = None   # server-named folder of the latest download
 
 
 class SessionFull(RuntimeError):
@@ -175,6 +187,11 @@ class SessionRegistry:
         self.idle_ttl_s = idle_ttl_s
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self._release_hooks: list[Callable[[Session], None]] = []
+
+    def on_release(self, hook: Callable[[Session], None]) -> None:
+        """Call ``hook(session)`` whenever a session is freed, to drop what it holds elsewhere."""
+        self._release_hooks.append(hook)
 
     def get(self, key: str) -> Session:
         """The session for ``key``, created (and a slot claimed) on first use."""
@@ -192,24 +209,33 @@ class SessionRegistry:
             return session
 
     def find(self, key: str) -> Session | None:
+        """The session for ``key`` if it exists (never claims a slot); marks it as still in use."""
         with self._lock:
-            return self._sessions.get(key)
+            session = self._sessions.get(key)
+            if session is not None:
+                session.last_seen = time.monotonic()
+            return session
 
     def free(self, key: str) -> None:
         """Forget a session (page closed): stop its frame loop and release its slot."""
         with self._lock:
             session = self._sessions.pop(key, None)
         if session is not None:
-            self.board.release(session.slot)
+            self._release(session)
 
     def sweep(self) -> None:
         """Free sessions unseen for ``idle_ttl_s`` whose frame loop is not running."""
         now = time.monotonic()
-        with self._lock:
-            stale = [k for k, s in self._sessions.items()
-                     if now - s.last_seen > self.idle_ttl_s and not s.running]
-        for key in stale:
-            self.free(key)
+        with self._lock:    # check and remove together, so a session used meanwhile is kept
+            stale = [k for k, s in self._sessions.items() if now - s.last_seen > self.idle_ttl_s and not s.running]
+            freed = [self._sessions.pop(k) for k in stale]
+        for session in freed:
+            self._release(session)
+
+    def _release(self, session: Session) -> None:
+        self.board.release(session.slot)
+        for hook in self._release_hooks:
+            hook(session)
 
 
 # One registry per process: it is the only allocator of BOARD's slots.

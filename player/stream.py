@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -116,28 +117,35 @@ class LiveWorld:
 
 
 class WorldCache:
-    """Per-session live worlds in the process that runs the frame loop (bounded, least recent out)."""
+    """Per-session live worlds in the process that runs the frame loop (bounded, least recent out).
+
+    Locked: frame loops of several sessions and the main thread's ``drop`` use it at once.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._entries: OrderedDict[str, LiveWorld] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: str, world_id: int, frames_done: int) -> LiveWorld | None:
         """The live world if it is exactly where the main process believes it is."""
-        live = self._entries.get(key)
-        if live is None or (live.world_id, live.frames_done) != (world_id, frames_done):
-            return None
-        self._entries.move_to_end(key)
-        return live
+        with self._lock:
+            live = self._entries.get(key)
+            if live is None or (live.world_id, live.frames_done) != (world_id, frames_done):
+                return None
+            self._entries.move_to_end(key)
+            return live
 
     def put(self, key: str, live: LiveWorld) -> None:
-        self._entries[key] = live
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[key] = live
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
 
     def drop(self, key: str) -> None:
-        self._entries.pop(key, None)
+        with self._lock:
+            self._entries.pop(key, None)
 
 
 def in_flight_window(fps: float) -> int:
@@ -244,7 +252,8 @@ def run_segment(
                 yield notice
         for _, kind, value in (e for e in args.script_events if e[0] == i):
             if kind == "prompt":
-                _set_prompt(live, value)
+                if notice := _set_prompt(live, value):
+                    yield notice
             elif kind == "steps":
                 _set_steps(live, value)
         if scripted:

@@ -22,6 +22,9 @@ def test_page_state_parses_short_field_names():
     ({"seq": 1, "mx": "left"}, "move stick x must be a number"),
     ({"seq": 1, "keys": 1 << 20}, "unknown keys"),
     ({"seq": "x"}, "seq must be an integer"),
+    ({"seq": 10**400}, "seq must be between 0 and 2\\*\\*53"),
+    ({"seq": -1}, "seq must be between 0"),
+    ({"seq": 1, "ack": 10**400}, "acknowledged frame must be between -1 and 2\\*\\*53"),
     ("keys", "must be an object"),
 ])
 def test_bad_page_state_is_rejected_with_a_reason(data, words):

@@ -3,9 +3,12 @@ a tiny random-weight checkpoint on the CPU."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -13,9 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from player import backends
 from player.backends import create_backend, model_catalog
 from player.controls import BIT
 from player.handlers import WorldApp
+from player.sessions import BOARD
 from world_engine import VK
 
 
@@ -203,8 +208,88 @@ def test_closing_the_page_frees_the_session(app):
     gen = play(app, "gone")
     frames(gen, 1)
     gen.close()
+    video, _ = app.download(False, req("gone"))
+    slot = app.registry.find("gone").slot
+    assert "gone" in app.backend.worlds._entries
     app.unload(req("gone"))
     assert app.registry.find("gone") is None
+    assert BOARD.snapshot(slot).owner == 0                  # the slot is free for the next visitor
+    assert "gone" not in app.backend.worlds._entries       # the cached world is dropped
+    assert not Path(video).parent.exists()                  # and so is the download folder
+
+
+def test_downloads_are_not_named_after_the_browser_supplied_session_hash(app):
+    name = "../../escaped-download"
+    gen = play(app, name)
+    frames(gen, 1)
+    gen.close()
+    video, log = app.download(False, req(name))
+    for path in (video, log):
+        assert Path(path).resolve().is_relative_to(app._downloads.resolve()) and "escaped" not in path
+    app.unload(req(name))
+
+
+def test_controls_from_an_unknown_session_claim_no_slot(app):
+    control(app, "never-started", seq=1, keys=BIT["w"])
+    assert app.registry.find("never-started") is None
+
+
+def test_a_superseded_play_leaves_the_newer_play_marked_running(app):
+    old = play(app, "twice")
+    frames(old, 1)
+    new = play(app, "twice")
+    frames(new, 1)
+    old.close()
+    assert app.registry.find("twice").running
+    new.close()
+    assert not app.registry.find("twice").running
+
+
+@pytest.mark.parametrize("steps", [2.5, -1, 9, math.nan, None])
+def test_steps_must_be_a_whole_number_from_0_to_8(app, steps):
+    with pytest.raises(gr.Error, match="whole number from 0 to 8"):
+        app.set_steps(steps, req("steps"))
+    app.set_steps(8.0, req("steps"))
+
+
+def _log(app: WorldApp, tmp_path: Path, **changes) -> str:
+    data = {"format": "world-player-log/1", "model": app_model(app), "seed": 1, "prompt": "", "steps": 0,
+            "fps": 20, "start_image_png": None, "complete": True, "events": [], "frames": [[[], 0, 0]] * 3}
+    data.update(changes)
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"events": [[1, "teleport", 3]]}, "unknown event .+teleport"),
+    ({"events": [[1, "steps", 99]]}, "whole number from 0 to 8"),
+    ({"events": [[1, "steps", 1.5]]}, "whole number from 0 to 8"),
+    ({"events": [[1, "prompt", 7]]}, "must hold text"),
+    ({"events": [[1, "prompt", "x" * 10_000]]}, "10000 characters"),
+    ({"events": [[-1, "steps", 2]]}, "event frame must be a whole number"),
+    ({"steps": 4.5}, "whole number from 0 to 8"),
+    ({"seed": 1e999}, "seed must be a whole number"),
+    ({"start_image_png": base64.b64encode(b"not a picture").decode()}, "not an image"),
+])
+def test_a_control_log_is_checked_like_the_page_inputs(app, tmp_path, changes, words):
+    with pytest.raises(gr.Error, match=words):
+        app.load_log(_log(app, tmp_path, **changes), req("badlog"))
+
+
+def test_a_control_log_start_image_is_normalised_like_an_upload(app, tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (1280, 640), (200, 30, 30)).save(buf, format="JPEG")
+    app.load_log(_log(app, tmp_path, start_image_png=base64.b64encode(buf.getvalue()).decode()), req("logimg"))
+    start = app.registry.find("logimg").pending_replay.start_image
+    assert Image.open(io.BytesIO(start)).format == "PNG" and Image.open(io.BytesIO(start)).size == (640, 320)
+
+
+def test_a_truncated_control_log_says_so(app, tmp_path):
+    *_, note = app.load_log(_log(app, tmp_path, complete=False), req("cutlog"))
+    assert "truncated" in note
+    *_, note = app.load_log(_log(app, tmp_path), req("cutlog"))
+    assert "truncated" not in note
 
 
 def test_switching_the_prompt_while_playing_changes_the_world_without_a_reset(app):
@@ -236,3 +321,19 @@ def test_the_world_carries_across_gpu_segments_on_fresh_workers(app, monkeypatch
     assert [f["n"] for f in got] == list(range(got[0]["n"], got[0]["n"] + 5))
     assert recorded_buttons(app, "segments")[:4] == [(VK["W"],)] * 2 + [(VK["D"],)] * 2
     assert session.world_frames == 5 and len(session.history) == 5
+
+
+def test_two_sessions_loading_a_model_at_once_share_one_engine(monkeypatch):
+    class SlowToLoad:
+        def __init__(self) -> None:
+            time.sleep(0.2)
+
+    monkeypatch.setattr(backends, "Reality", SlowToLoad)
+    backend = backends.Backend("cpu", segment_seconds=1)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(backend.engine("reality"))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got[0] is got[1]

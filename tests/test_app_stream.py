@@ -4,6 +4,7 @@ superseding, re-priming), with a stand-in engine so these run in milliseconds.""
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -112,6 +113,40 @@ def test_registry_gives_each_session_its_own_slot_and_refuses_when_full():
     assert registry.get("c").slot == a.slot
 
 
+def test_concurrent_plays_of_one_slot_get_distinct_run_ids():
+    board = ControlBoard(1)
+    board.claim(0)
+    runs: list[int] = []
+
+    def start_many() -> None:
+        for _ in range(5000):
+            runs.append(board.start_run(0))
+
+    threads = [threading.Thread(target=start_many) for _ in range(8)]
+    sys.setswitchinterval(1e-6)     # switch threads as often as possible to expose a lost update
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(0.005)
+    assert len(set(runs)) == 40_000 and board.snapshot(0).run == 40_000
+
+
+def test_sweep_frees_idle_sessions_and_runs_the_release_hooks():
+    registry = SessionRegistry(ControlBoard(2), idle_ttl_s=60)
+    released = []
+    registry.on_release(released.append)
+    idle, busy = registry.get("idle"), registry.get("busy")
+    idle.last_seen -= 120
+    busy.last_seen -= 120
+    busy.running = True
+    registry.sweep()
+    assert released == [idle] and registry.find("idle") is None and registry.find("busy") is busy
+    assert registry.board.snapshot(idle.slot).owner == 0
+
+
 def test_each_frame_uses_the_newest_control_state():
     board = ControlBoard(1)
     owner, run, args = _setup(board)
@@ -202,6 +237,19 @@ def test_a_rejected_prompt_is_reported_and_the_world_keeps_going():
     board.set_prompt(0, "x")
     gen = run_segment(args, board, WorldCache(4), lambda w: engine)
     first, second = next(gen), next(gen)
+    assert isinstance(first, Notice) and "too long" in first.message and isinstance(second, Frame)
+
+
+def test_a_rejected_prompt_from_a_replayed_log_is_reported():
+    board = ControlBoard(1)
+    _, _, args = _setup(board, script=(BIT["w"],), script_events=((0, "prompt", "x"),))
+    engine = StandInEngine()
+
+    def refuse(text: str) -> None:
+        raise ValueError("prompt is too long")
+
+    engine.set_prompt = refuse
+    first, second = _take(run_segment(args, board, WorldCache(4), lambda w: engine), 2)
     assert isinstance(first, Notice) and "too long" in first.message and isinstance(second, Frame)
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .weights import load_strict
+from .weights import load_small_model, save_small_model
 
 CONFIG_NAME = "text_encoder.yaml"
 WEIGHTS_NAME = "text_encoder.safetensors"
@@ -101,19 +100,10 @@ class HashedTextEncoder(nn.Module):
         return super().__call__(texts)
 
     def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / CONFIG_NAME, "w", encoding="utf-8") as f:
-            yaml.safe_dump(asdict(self.cfg), f, sort_keys=False)
-        save_file({k: v.detach().half().contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS_NAME)
+        save_small_model(self, self.cfg, folder, CONFIG_NAME, WEIGHTS_NAME)
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: torch.device | str = "cpu",
                     dtype: torch.dtype = torch.float32) -> "HashedTextEncoder":
         folder = Path(folder)
-        model = cls(TextEncoderConfig.from_yaml(folder / CONFIG_NAME))
-        path = folder / WEIGHTS_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
-        load_strict(model, {k: v.float() for k, v in load_file(path).items()}, path)
-        return model.to(device, dtype).eval().requires_grad_(False)
+        return load_small_model(cls(TextEncoderConfig.from_yaml(folder / CONFIG_NAME)), folder, WEIGHTS_NAME, device, dtype)

@@ -8,18 +8,17 @@ milliseconds on 2 CPU cores (``tiny-world-model-recipe.md`` §3).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .autoencoder import to_image_tensor
-from .weights import load_strict
+from .weights import load_small_model, save_small_model
 
 CONFIG_NAME = "tiny_autoencoder.yaml"
 WEIGHTS_NAME = "tiny_autoencoder.safetensors"
@@ -181,20 +180,10 @@ class TinyAutoencoder(nn.Module):
 
     # Files ----------------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / CONFIG_NAME, "w", encoding="utf-8") as f:
-            yaml.safe_dump(asdict(self.cfg), f, sort_keys=False)
-        state = {k: v.detach().half().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, folder / WEIGHTS_NAME)
+        save_small_model(self, self.cfg, folder, CONFIG_NAME, WEIGHTS_NAME)
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: torch.device | str = "cpu",
                     dtype: torch.dtype = torch.float32) -> "TinyAutoencoder":
         folder = Path(folder)
-        model = cls(TinyAEConfig.from_yaml(folder / CONFIG_NAME))
-        path = folder / WEIGHTS_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
-        load_strict(model, {k: v.float() for k, v in load_file(path).items()}, path)
-        return model.to(device, dtype).eval().requires_grad_(False)
+        return load_small_model(cls(TinyAEConfig.from_yaml(folder / CONFIG_NAME)), folder, WEIGHTS_NAME, device, dtype)

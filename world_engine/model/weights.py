@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 
@@ -29,3 +33,22 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str |
 def unshared_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """A state dict with every (possibly tied) tensor as its own contiguous copy, for safetensors."""
     return {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
+
+
+def save_small_model(module: nn.Module, config: Any, folder: str | Path, config_name: str, weights_name: str) -> None:
+    """Write a small shipped model's folder: its config dataclass as YAML and float16 weights."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / config_name, "w", encoding="utf-8") as f:
+        yaml.safe_dump(asdict(config), f, sort_keys=False)
+    save_file({k: v.detach().half().contiguous() for k, v in module.state_dict().items()}, folder / weights_name)
+
+
+def load_small_model(module: nn.Module, folder: Path, weights_name: str, device: torch.device | str,
+                     dtype: torch.dtype) -> nn.Module:
+    """Load the weights written by ``save_small_model`` strictly into ``module``, ready for inference."""
+    path = folder / weights_name
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no {weights_name}")
+    load_strict(module, {k: v.float() for k, v in load_file(path).items()}, path)
+    return module.to(device, dtype).eval().requires_grad_(False)

@@ -22,7 +22,7 @@ REALITY = "reality"
 class RealityWorld:
     """One simulator world with the calls the frame loop makes on an engine."""
 
-    config = SimpleNamespace(n_buttons=N_BUTTONS, prompt_conditioning="theme", scheduler_sigmas=[1.0, 0.0])
+    config = SimpleNamespace(n_buttons=N_BUTTONS, prompt_conditioning="theme")
 
     def __init__(self, seed: int, size: int = 64) -> None:
         self.seed, self.size = seed, size
@@ -40,7 +40,7 @@ class RealityWorld:
     def append_frame(self, img: np.ndarray, ctrl: CtrlInput | None = None) -> None:
         """History frames mean nothing to a simulator: its state is its own."""
 
-    def set_scheduler_sigmas(self, sigmas: list[float]) -> None:
+    def set_steps(self, steps: int) -> None:
         """A simulator has no sampling schedule."""
 
     def gen_frame(self, ctrl: CtrlInput | None = None) -> np.ndarray:

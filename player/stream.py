@@ -113,7 +113,6 @@ class LiveWorld:
     prompt: str
     steps: int                # denoising steps in use (0: the model's own schedule)
     board_steps: int          # the board's steps value last applied
-    default_sigmas: list[float]
 
 
 class WorldCache:
@@ -157,15 +156,8 @@ def in_flight_window(fps: float) -> int:
     return max(3, math.ceil(fps * 0.4))
 
 
-def sigmas_for(steps: int, default: list[float]) -> list[float]:
-    """A denoising schedule with ``steps`` evenly spaced steps; 0 keeps the model's own schedule."""
-    if steps <= 0:
-        return list(default)
-    return [round(1.0 - i / steps, 6) for i in range(steps + 1)]
-
-
 def _set_steps(live: LiveWorld, steps: int) -> None:
-    live.engine.set_scheduler_sigmas(sigmas_for(steps, live.default_sigmas))
+    live.engine.set_steps(steps)
     live.steps = steps
 
 
@@ -186,7 +178,7 @@ def _prime(args: SegmentArgs, board: ControlBoard, new_engine: Callable[[WorldSp
     engine = new_engine(args.world)
     snap = board.snapshot(args.slot)
     live = LiveWorld(engine, args.world.world_id, args.frames_done, prompt_version=-1, prompt="",
-                     steps=0, board_steps=snap.steps, default_sigmas=list(engine.config.scheduler_sigmas))
+                     steps=0, board_steps=snap.steps)
     if snap.steps:
         _set_steps(live, snap.steps)
     live.prompt_version, text = board.prompt(args.slot)

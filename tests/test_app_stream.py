@@ -23,8 +23,8 @@ class StandInEngine:
     """Records what the loop asks of an engine; frames are flat colours (cheap to encode)."""
 
     def __init__(self, prompts: bool = True) -> None:
-        self.config = SimpleNamespace(n_buttons=256, prompt_conditioning="cross" if prompts else None,
-                                      scheduler_sigmas=[1.0, 0.5, 0.0])
+        self.config = SimpleNamespace(n_buttons=256, prompt_conditioning="cross" if prompts else None)
+        self.steps = 0
         self.appended: list = []
         self.ctrls: list = []
         self.prompts: list[str] = []
@@ -32,8 +32,8 @@ class StandInEngine:
     def set_prompt(self, text: str) -> None:
         self.prompts.append(text)
 
-    def set_scheduler_sigmas(self, sigmas: list[float]) -> None:
-        self.config.scheduler_sigmas = sigmas
+    def set_steps(self, steps: int) -> None:
+        self.steps = steps
 
     def append_frame(self, img, ctrl=None) -> None:
         self.appended.append((img.shape, ctrl))
@@ -289,6 +289,6 @@ def test_changing_the_steps_applies_to_the_next_frame_of_the_same_world():
     gen = run_segment(args, board, WorldCache(4), lambda w: engine)
     assert next(gen).steps == 0
     board.set_steps(0, 4)
-    assert next(gen).steps == 4 and engine.config.scheduler_sigmas == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert next(gen).steps == 4 and engine.steps == 4
     board.set_steps(0, 0)
-    assert next(gen).steps == 0 and engine.config.scheduler_sigmas == [1.0, 0.5, 0.0]
+    assert next(gen).steps == 0 and engine.steps == 0

@@ -189,3 +189,14 @@ def test_pad_rows_are_zeroed(prompted_engine):
     engine.reset()
     engine.set_prompt_embedding(garbage, mask)
     assert torch.equal(engine.gen_frame(noise=noise, return_img=False), clean)
+
+
+def test_steps_change_the_schedule_and_zero_restores_the_model_one(engine):
+    session = engine.fork()
+    session.set_steps(3)
+    assert session.config.scheduler_sigmas == [1.0, 0.666667, 0.333333, 0.0] and len(session._steps) == 3
+    session.set_steps(0)
+    assert session.config.scheduler_sigmas == engine.model_sigmas
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="whole number"):
+            session.set_steps(bad)

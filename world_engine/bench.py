@@ -144,15 +144,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     result["fraction_of_peak"] = round(result["forward_tflops"] / peak, 3)
 
     per_steps = {}
-    released = cfg.scheduler_sigmas
+    released_steps = len(cfg.scheduler_sigmas) - 1
     for steps in args.steps:
-        sigmas = released if steps == len(released) - 1 else [1.0 - i / steps for i in range(steps)] + [0.0]
-        engine.set_scheduler_sigmas(sigmas)
+        engine.set_steps(0 if steps == released_steps else steps)
         frame = timed(lambda: engine.gen_frame(walk, return_img=False), device, args.repeats)
         per_steps[steps] = {"frame_ms": round(statistics.median(frame), 2), "frame_ms_min": round(min(frame), 2),
                             "fps": round(1000 / statistics.median(frame), 1),
                             "frame_gflop": round((steps + 1) * forward_flops(cfg) / 1e9, 3)}
-    engine.set_scheduler_sigmas(released)
+    engine.set_steps(0)
     result["per_steps"] = per_steps
 
     if engine.autoencoder is not None:

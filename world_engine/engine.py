@@ -74,6 +74,7 @@ class WorldEngine:
             self.autoencoder = load_autoencoder(self.config.ae_uri, self.device, self.dtype, base=self.folder)
         self._shared: dict[str, Any] = {}  # lazily loaded parts that forks share (the prompt encoder)
 
+        self.model_sigmas = list(self.config.scheduler_sigmas)  # the schedule the model ships with
         self._build_schedule()
         self._start_session(seed)
 
@@ -90,6 +91,13 @@ class WorldEngine:
         """Change the sampling schedule (fewer steps: faster, softer); applies from the next frame."""
         self.config = dataclasses.replace(self.config, scheduler_sigmas=list(sigmas))
         self._build_schedule()
+
+    def set_steps(self, steps: int) -> None:
+        """Use ``steps`` evenly spaced Euler steps from sigma 1 to 0; 0 restores the model's schedule."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
+        self.set_scheduler_sigmas(self.model_sigmas if steps == 0 else
+                                  [round(1.0 - i / steps, 6) for i in range(steps + 1)])
 
     def _start_session(self, seed: int | None) -> None:
         """Fresh per-session state: history, RNG, prompt, control buffer."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class WorldEngine:
         self.autoencoder = None
         if self.config.ae_uri:
             self.autoencoder = load_autoencoder(self.config.ae_uri, self.device, self.dtype, base=self.folder)
-        self._shared: dict[str, Any] = {}  # lazily loaded parts that forks share (the prompt encoder)
+        self._shared: dict[str, Any] = {"lock": threading.Lock()}  # lazy parts that forks share
 
         self.model_sigmas = list(self.config.scheduler_sigmas)  # the schedule the model ships with
         self._build_schedule()
@@ -120,9 +121,10 @@ class WorldEngine:
     @property
     def prompt_encoder(self):
         """The text encoder, loaded on first use and shared with every fork."""
-        if "prompt_encoder" not in self._shared:
-            folder = resolve_folder(self.config.prompt_encoder_uri, base=self.folder)
-            self._shared["prompt_encoder"] = load_prompt_encoder(folder, self.device, self.dtype)
+        with self._shared["lock"]:  # sessions on several threads must not load it twice
+            if "prompt_encoder" not in self._shared:
+                folder = resolve_folder(self.config.prompt_encoder_uri, base=self.folder)
+                self._shared["prompt_encoder"] = load_prompt_encoder(folder, self.device, self.dtype)
         return self._shared["prompt_encoder"]
 
     def set_prompt(self, text: str) -> None:

@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from world_engine.sim import EpisodeSpec, Policy, WorldBatch, render  # noqa: E402
-from world_engine.sim.policy import policy_seeds  # noqa: E402
+from simulator import EpisodeSpec, Policy, WorldBatch, render  # noqa: E402
+from simulator.policy import policy_seeds  # noqa: E402
 
 
 def _time(fn, repeats: int, device: torch.device) -> tuple[float, float, float]:

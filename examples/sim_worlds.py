@@ -20,7 +20,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from world_engine.controls import VK, CtrlInput  # noqa: E402
-from world_engine.sim import THEME_NAMES, THEMES, YAW_PER_MOUSE_UNIT, EpisodeSpec, World, rollout  # noqa: E402
+from simulator import THEME_NAMES, THEMES, YAW_PER_MOUSE_UNIT, EpisodeSpec, World, rollout  # noqa: E402
 
 STEPS = 6  # frames walked forward before the picture is taken
 

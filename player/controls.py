@@ -3,7 +3,8 @@ per-frame mapping to ``CtrlInput`` and the scripted camera paths (``w*8,a*4,left
 
 The page sends its *full* control state (held keys as a bitmask, stick vectors, cumulative look
 totals) rather than key events, so a lost or reordered message never leaves a key stuck and the
-server only ever needs the newest state.
+server only ever needs the newest state. Pointer pixels become mouse units by the world's own
+``ControlConvention``: each model was trained on its own scale.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from world_engine.controls import VK, CtrlInput
-from world_engine.sim.constants import MOUSE_CAP
+from world_engine.protocol import ControlConvention
 
 # (name in scripts, aliases, browser KeyboardEvent.code values, Windows VK code or None for look keys)
 _KEY_TABLE: tuple[tuple[str, tuple[str, ...], tuple[str, ...], int | None], ...] = (
@@ -40,10 +41,9 @@ _SCRIPT_NAMES: dict[str, str] = {alias: row[0] for row in _KEY_TABLE for alias i
 _SCRIPT_NAMES.update({"idle": "", "wait": "", "_": ""})
 
 STICK_THRESHOLD = 0.3   # stick deflection that presses the matching WASD key
-# Mouse deltas are in the simulator's units (0.5 degree each; the model never saw more than
-# MOUSE_CAP per frame, so larger flicks are clamped).
-LOOK_RATE = 8.0         # per frame for a full look-stick deflection or an arrow key (4 degrees)
-MOUSE_SCALE = 0.3       # per pointer pixel (0.15 degree)
+# A full look-stick deflection or an arrow key turns, per frame, as far as this many pointer pixels:
+# 8 units (4 degrees) of the simulator and the embedded model, which take 0.3 units per pixel.
+LOOK_RATE_PIXELS = 8 / 0.3
 MAX_SCRIPT_CHARS = 5000
 MAX_SCRIPT_FRAMES = 20000
 MAX_REPEAT = 1000
@@ -131,11 +131,13 @@ class ControlMapper:
     """Turns the newest control state into the ``CtrlInput`` of the next frame.
 
     Keeps the previous cumulative look totals, so each frame receives exactly the pointer
-    movement since the frame before, however many messages arrived in between.
+    movement since the frame before, however many messages arrived in between. Pointer pixels and
+    look rates are scaled to the world's mouse units and clamped to its cap, if it has one.
     """
 
-    def __init__(self, n_buttons: int) -> None:
-        self.n_buttons = n_buttons
+    def __init__(self, convention: ControlConvention) -> None:
+        self.convention = convention
+        self.look_rate = LOOK_RATE_PIXELS * convention.mouse_units_per_pixel
         self._last_look: tuple[float, float] | None = None
 
     def frame(self, state: ControlState, script_keys: int | None = None) -> CtrlInput:
@@ -154,13 +156,16 @@ class ControlMapper:
                 keys |= BIT["a"]
             if state.move_x > STICK_THRESHOLD:
                 keys |= BIT["d"]
-            dx = (state.look_x - last[0]) * MOUSE_SCALE if last else 0.0
-            dy = (state.look_y - last[1]) * MOUSE_SCALE if last else 0.0
+            per_pixel = self.convention.mouse_units_per_pixel
+            dx = (state.look_x - last[0]) * per_pixel if last else 0.0
+            dy = (state.look_y - last[1]) * per_pixel if last else 0.0
         rate_x = stick_x + bool(keys & BIT["right"]) - bool(keys & BIT["left"])
         rate_y = stick_y + bool(keys & BIT["down"]) - bool(keys & BIT["up"])
-        dx += max(-1.0, min(1.0, rate_x)) * LOOK_RATE
-        dy += max(-1.0, min(1.0, rate_y)) * LOOK_RATE
-        dx, dy = (max(-MOUSE_CAP, min(MOUSE_CAP, v)) for v in (dx, dy))
+        dx += max(-1.0, min(1.0, rate_x)) * self.look_rate
+        dy += max(-1.0, min(1.0, rate_y)) * self.look_rate
+        cap = self.convention.mouse_cap
+        if cap is not None:
+            dx, dy = (max(-cap, min(cap, v)) for v in (dx, dy))
         return CtrlInput(button=self.buttons(keys), mouse=(dx, dy))
 
     def follow(self, state: ControlState) -> None:
@@ -170,7 +175,7 @@ class ControlMapper:
     def buttons(self, keys: int) -> set[int]:
         """VK codes of the held keys that this model knows (look keys are not buttons)."""
         ids = {vk for name, _, _, vk in _KEY_TABLE if vk is not None and keys & BIT[name]}
-        return {b for b in ids if b < self.n_buttons}
+        return {b for b in ids if b < self.convention.n_buttons}
 
 
 _ITEM = re.compile(r"^(?P<names>[a-z_]+(?:\s*\+\s*[a-z_]+)*)\s*(?:\*\s*(?P<count>\d+))?$")

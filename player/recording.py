@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from player.controls import BIT, held_names
-from player.stream import CtrlTuple, Frame, WorldSpec, decode_image
+from player.stream import CtrlTuple, EncodedFrame, WorldRecipe, decode_image
 from player.validation import clean_prompt, clean_steps, start_image_png
 
 LOG_FORMAT = "world-player-log/1"
@@ -30,7 +30,7 @@ MAX_LOG_BYTES = 8 * 1024 * 1024
 class Recorder:
     """Keeps the newest frames for the video and every frame's controls for the log."""
 
-    world: WorldSpec
+    recipe: WorldRecipe
     prompt: str
     steps: int
     fps: float
@@ -44,7 +44,7 @@ class Recorder:
         self.video = deque(maxlen=self.max_video_frames)
         self._prompt, self._steps = self.prompt, self.steps
 
-    def add(self, frame: Frame) -> None:
+    def add(self, frame: EncodedFrame) -> None:
         index = len(self.ctrls)
         if frame.prompt != self._prompt:
             self.events.append([index, "prompt", frame.prompt])
@@ -63,11 +63,11 @@ class Recorder:
 
     def log_json(self) -> str:
         """The control log; replaying it from the same seed reproduces the world."""
-        start = self.world.start_image
+        start = self.recipe.start_image
         return json.dumps({
             "format": LOG_FORMAT,
-            "model": self.world.model,
-            "seed": self.world.seed,
+            "model": self.recipe.model,
+            "seed": self.recipe.seed,
             "prompt": self.prompt,
             "steps": self.steps,
             "fps": self.fps,

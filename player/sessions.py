@@ -15,7 +15,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from player.controls import ControlState
@@ -163,7 +162,7 @@ class Session:
     slot: int
     owner: int
     last_seen: float = field(default_factory=time.monotonic)
-    world: Any = None               # player.stream.WorldSpec of the current world, None before Start
+    recipe: Any = None              # player.stream.WorldRecipe of the current world, None before Start
     model_label: str = ""
     world_frames: int = 0           # frames generated in the current world
     frames_sent: int = 0            # page-facing frame numbers keep growing across plays (acks)
@@ -172,7 +171,6 @@ class Session:
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_FRAMES))   # to re-prime
     run: int = 0                    # run id of the newest play; only that play clears ``running``
     running: bool = False
-    download_dir: Path | None = None   # server-named folder of the latest download
 
 
 class SessionFull(RuntimeError):

@@ -3,7 +3,8 @@
 ``run_segment`` is one bounded stretch of play. It takes and yields only picklable values so the
 same function runs in-process (CPU, local CUDA) or inside a ZeroGPU worker, where it reads the
 controls from the shared-memory board and rebuilds the session's world from the kept frames
-whenever the worker it lands on has not seen that world yet.
+whenever the worker it lands on has not seen that world yet. It drives any
+``world_engine.protocol.InteractiveWorld`` and maps the controls by the world's own convention.
 """
 
 from __future__ import annotations
@@ -15,21 +16,24 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from player.controls import ControlMapper
-from player.sessions import ControlBoard
+from player.sessions import ControlBoard, SlotSnapshot
 from world_engine.controls import CtrlInput
+from world_engine.protocol import InteractiveWorld
 
 CtrlTuple = tuple[tuple[int, ...], float, float]   # (buttons, dx, dy): picklable, JSON-able
+PAGE_TIMEOUT_S = 30.0     # a page silent this long (no control message) has gone
+START_IMAGE_UNUSED = "This world starts from its own map, not from a picture: the start image is not used."
 
 
 @dataclass(frozen=True)
-class WorldSpec:
+class WorldRecipe:
     """What defines a world besides its controls and prompt: rebuilt from this plus kept frames."""
 
     world_id: int
@@ -46,7 +50,7 @@ class SegmentArgs:
     slot: int
     owner: int
     run: int
-    world: WorldSpec
+    recipe: WorldRecipe
     frames_done: int                          # frames generated in this world so far
     history: tuple[tuple[bytes, CtrlTuple], ...]   # start image + newest frames, to re-prime a worker
     first_n: int                              # page-facing number of the first frame
@@ -59,8 +63,8 @@ class SegmentArgs:
 
 
 @dataclass(frozen=True)
-class Frame:
-    """One generated frame, JPEG-encoded."""
+class EncodedFrame:
+    """One generated frame, JPEG-encoded, with what it was made from."""
 
     n: int
     seq: int              # newest control seq this frame responded to
@@ -77,10 +81,15 @@ class Frame:
 
 @dataclass(frozen=True)
 class Notice:
-    """Why a segment stopped early, or a warning to show (e.g. a rejected prompt)."""
+    """Something to tell the player: a warning while play goes on, or why play stopped."""
 
-    kind: str      # "idle" | "gone" | "prompt_error"
+    kind: str               # "warning" | "idle" | "gone" | "quota"
     message: str
+    state: str = "paused"   # the status line's state once it has stopped play
+
+    @property
+    def ends_play(self) -> bool:
+        return self.kind != "warning"
 
 
 def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
@@ -102,49 +111,67 @@ def from_ctrl(c: CtrlInput) -> CtrlTuple:
     return (tuple(sorted(c.button)), float(c.mouse[0]), float(c.mouse[1]))
 
 
-@dataclass
-class LiveWorld:
-    """A session's engine plus what has been applied to it, in the process running the loop."""
+@dataclass(eq=False)
+class ResidentWorld:
+    """A session's world open in the process that runs its frame loop, and what was applied to it."""
 
-    engine: Any
+    world: InteractiveWorld
     world_id: int
     frames_done: int
     prompt_version: int       # the board's prompt version last applied
     prompt: str
     steps: int                # denoising steps in use (0: the model's own schedule)
     board_steps: int          # the board's steps value last applied
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # held for each frame
+    closed: bool = False
+
+    def close(self) -> None:
+        """Close the world, after the frame it may be making right now."""
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.world.close()
 
 
-class WorldCache:
-    """Per-session live worlds in the process that runs the frame loop (bounded, least recent out).
+class ResidentWorlds:
+    """The sessions' resident worlds (bounded, least recent out); a world that leaves is closed.
 
     Locked: frame loops of several sessions and the main thread's ``drop`` use it at once.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[str, LiveWorld] = OrderedDict()
+        self._entries: OrderedDict[str, ResidentWorld] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str, world_id: int, frames_done: int) -> LiveWorld | None:
-        """The live world if it is exactly where the main process believes it is."""
+    def get(self, key: str, world_id: int, frames_done: int) -> ResidentWorld | None:
+        """The resident world if it is exactly where the main process believes it is."""
         with self._lock:
-            live = self._entries.get(key)
-            if live is None or (live.world_id, live.frames_done) != (world_id, frames_done):
+            resident = self._entries.get(key)
+            if resident is None or (resident.world_id, resident.frames_done) != (world_id, frames_done):
                 return None
             self._entries.move_to_end(key)
-            return live
+            return resident
 
-    def put(self, key: str, live: LiveWorld) -> None:
+    def put(self, key: str, resident: ResidentWorld) -> None:
         with self._lock:
-            self._entries[key] = live
-            self._entries.move_to_end(key)
+            gone = [self._entries.pop(key)] if key in self._entries else []
+            self._entries[key] = resident
             while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                gone.append(self._entries.popitem(last=False)[1])
+        for old in gone:     # outside the lock: closing waits for a frame in progress
+            if old is not resident:
+                old.close()
 
     def drop(self, key: str) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            resident = self._entries.pop(key, None)
+        if resident is not None:
+            resident.close()
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._entries
 
 
 def in_flight_window(fps: float) -> int:
@@ -156,116 +183,185 @@ def in_flight_window(fps: float) -> int:
     return max(3, math.ceil(fps * 0.4))
 
 
-def _set_steps(live: LiveWorld, steps: int) -> None:
-    live.engine.set_steps(steps)
-    live.steps = steps
+class _Pacer:
+    """Frame times at ``fps`` for at most ``max_seconds``; never bursts to catch up."""
+
+    def __init__(self, fps: float, max_seconds: float) -> None:
+        self.period, self.max_seconds = 1.0 / fps, max_seconds
+        self.start = self.next_t = time.monotonic()
+
+    def hold(self) -> None:
+        """The loop waited on the page: the next frame is due now, not at its old time."""
+        self.next_t = time.monotonic()
+
+    def sleep_until_due(self) -> bool:
+        """Sleep until the next frame is due; whether it slept."""
+        delay = self.next_t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        return delay > 0
+
+    def frame_done(self) -> bool:
+        """Schedule the next frame; True once the segment's time is up."""
+        now = time.monotonic()
+        self.next_t = max(self.next_t + self.period, now)
+        return now - self.start >= self.max_seconds
 
 
-def _set_prompt(live: LiveWorld, text: str) -> Notice | None:
-    if live.engine.config.prompt_conditioning is None:
+def _is_current(snap: SlotSnapshot, args: SegmentArgs) -> bool:
+    """The slot still belongs to this session and this play (not paused, superseded or freed)."""
+    return snap.owner == args.owner and snap.run == args.run
+
+
+def _set_steps(resident: ResidentWorld, steps: int) -> None:
+    resident.world.set_steps(steps)
+    resident.steps = steps
+
+
+def _set_prompt(resident: ResidentWorld, text: str) -> Notice | None:
+    if not resident.world.convention.prompted:
         return None
     try:
-        live.engine.set_prompt(text)
+        resident.world.set_prompt(text)
     except ValueError as exc:
-        return Notice("prompt_error", f"Prompt not applied: {exc}")
-    live.prompt = text
+        return Notice("warning", f"Prompt not applied: {exc}")
+    resident.prompt = text
     return None
 
 
-def _prime(args: SegmentArgs, board: ControlBoard, new_engine: Callable[[WorldSpec], Any]
-           ) -> tuple[LiveWorld, list[Notice]]:
+def _prime(args: SegmentArgs, board: ControlBoard, open_world: Callable[[WorldRecipe], InteractiveWorld]
+           ) -> tuple[ResidentWorld, list[Notice]]:
     """Build the session's world from scratch: seed, steps, prompt, then the kept frames."""
-    engine = new_engine(args.world)
+    world = open_world(args.recipe)
     snap = board.snapshot(args.slot)
-    live = LiveWorld(engine, args.world.world_id, args.frames_done, prompt_version=-1, prompt="",
-                     steps=0, board_steps=snap.steps)
+    resident = ResidentWorld(world, args.recipe.world_id, args.frames_done, prompt_version=-1, prompt="",
+                             steps=0, board_steps=snap.steps)
     if snap.steps:
-        _set_steps(live, snap.steps)
-    live.prompt_version, text = board.prompt(args.slot)
-    notices = [n for n in [_set_prompt(live, text)] if n and text]
+        _set_steps(resident, snap.steps)
+    resident.prompt_version, text = board.prompt(args.slot)
+    notices = [n for n in [_set_prompt(resident, text)] if n and text]
     for jpeg, ctrl in args.history:   # begins with the start image while it is among the newest
-        engine.append_frame(decode_image(jpeg), to_ctrl(ctrl))
-    return live, notices
+        world.append_frame(decode_image(jpeg), to_ctrl(ctrl))
+    if args.recipe.start_image is not None and args.frames_done == 0 and not world.convention.takes_images:
+        notices.append(Notice("warning", START_IMAGE_UNUSED))
+    return resident, notices
+
+
+def _resident(args: SegmentArgs, board: ControlBoard, worlds: ResidentWorlds,
+              open_world: Callable[[WorldRecipe], InteractiveWorld]) -> tuple[ResidentWorld, list[Notice]]:
+    """The session's world in this process: the resident one, or one re-primed from the history."""
+    resident = worlds.get(args.key, args.recipe.world_id, args.frames_done)
+    if resident is not None:
+        return resident, []
+    resident, notices = _prime(args, board, open_world)
+    worlds.put(args.key, resident)
+    return resident, notices
+
+
+def _wait_for_page(args: SegmentArgs, board: ControlBoard, pacer: _Pacer, n: int
+                   ) -> SlotSnapshot | Notice | None:
+    """Backpressure: wait while too many frames are unacknowledged or the tab is hidden.
+
+    Returns the newest snapshot, a notice when the page stopped answering, or None when this play
+    is no longer current.
+    """
+    window = in_flight_window(args.fps)
+    snap = board.snapshot(args.slot)
+    while (snap.state.ack >= 0 and n - 1 - snap.state.ack >= window) or not snap.state.visible:
+        if not _is_current(snap, args):
+            return None
+        if time.time() - snap.t_recv > PAGE_TIMEOUT_S:
+            return Notice("gone", "Paused: the page stopped answering.")
+        time.sleep(0.005)
+        pacer.hold()
+        snap = board.snapshot(args.slot)
+    return snap
+
+
+def _apply_settings(args: SegmentArgs, board: ControlBoard, resident: ResidentWorld, snap: SlotSnapshot,
+                    i: int) -> list[Notice]:
+    """Steps and prompt changed on the board, then the replayed log's events for script frame ``i``."""
+    notices = []
+    if snap.steps != resident.board_steps:
+        resident.board_steps = snap.steps
+        _set_steps(resident, snap.steps)
+    if snap.prompt_version != resident.prompt_version:
+        resident.prompt_version, text = board.prompt(args.slot)
+        notices.append(_set_prompt(resident, text))
+    for _, kind, value in (e for e in args.script_events if e[0] == i):
+        if kind == "prompt":
+            notices.append(_set_prompt(resident, value))
+        elif kind == "steps":
+            _set_steps(resident, value)
+    return [n for n in notices if n is not None]
+
+
+def _controls(args: SegmentArgs, mapper: ControlMapper, snap: SlotSnapshot, i: int) -> tuple[CtrlInput, int]:
+    """Frame ``i``'s controls and held-key mask: the script's while it lasts, then the live input."""
+    if i < len(args.script):
+        item = args.script[i]
+        ctrl = mapper.frame(snap.state, script_keys=item) if isinstance(item, int) else to_ctrl(item)
+        mapper.follow(snap.state)
+        return ctrl, item if isinstance(item, int) else 0
+    return mapper.frame(snap.state), snap.state.keys
+
+
+def _make_frame(args: SegmentArgs, board: ControlBoard, resident: ResidentWorld, mapper: ControlMapper,
+                snap: SlotSnapshot, i: int, n: int) -> tuple[EncodedFrame | None, list[Notice]]:
+    """Apply the settings, generate frame ``i`` (page number ``n``) and encode it; None once closed."""
+    with resident.lock:
+        if resident.closed:
+            return None, []
+        notices = _apply_settings(args, board, resident, snap, i)
+        ctrl, keys = _controls(args, mapper, snap, i)
+        t0 = time.perf_counter()
+        img = resident.world.next_frame(ctrl)
+        gen_ms = (time.perf_counter() - t0) * 1000
+        resident.frames_done += 1
+    frame = EncodedFrame(n=n, seq=snap.state.seq, jpeg=encode_jpeg(img, args.jpeg_quality), width=img.shape[1],
+                         height=img.shape[0], ctrl=from_ctrl(ctrl), keys=keys, gen_ms=gen_ms,
+                         prompt=resident.prompt, steps=resident.steps, scripted=i < len(args.script))
+    return frame, notices
 
 
 def run_segment(
     args: SegmentArgs,
     board: ControlBoard,
-    worlds: WorldCache,
-    new_engine: Callable[[WorldSpec], Any],
-) -> Iterator[Frame | Notice]:
+    worlds: ResidentWorlds,
+    open_world: Callable[[WorldRecipe], InteractiveWorld],
+) -> Iterator[EncodedFrame | Notice]:
     """Generate frames until paused, superseded, idle, or ``args.max_seconds`` have passed.
 
-    ``new_engine(world)`` builds a fresh seeded engine for the world; a world this process has
-    not seen is re-primed from ``args.history``.
+    ``open_world(recipe)`` opens a fresh seeded world; a world this process has not seen is
+    re-primed from ``args.history``.
     """
-    snap = board.snapshot(args.slot)
-    if snap.owner != args.owner or snap.run != args.run:
+    if not _is_current(board.snapshot(args.slot), args):
         return
-    live = worlds.get(args.key, args.world.world_id, args.frames_done)
-    if live is None:
-        live, notices = _prime(args, board, new_engine)
-        worlds.put(args.key, live)
-        yield from notices
-    engine = live.engine
-    mapper = ControlMapper(engine.config.n_buttons)
-    n = args.first_n
-    window = in_flight_window(args.fps)
-    period = 1.0 / args.fps
-    start = next_t = time.monotonic()
-    for i in itertools.count():
-        snap = board.snapshot(args.slot)
-        # Backpressure: wait while too many frames are unacknowledged or the tab is hidden.
-        while (snap.state.ack >= 0 and n - 1 - snap.state.ack >= window) or not snap.state.visible:
-            if snap.owner != args.owner or snap.run != args.run:
-                return
-            if time.time() - snap.t_recv > 30:
-                yield Notice("gone", "Paused: the page stopped answering.")
-                return
-            time.sleep(0.005)
-            next_t = time.monotonic()
-            snap = board.snapshot(args.slot)
-        delay = next_t - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-            snap = board.snapshot(args.slot)   # the freshest controls, right before the frame
-        if snap.owner != args.owner or snap.run != args.run:
+    resident, notices = _resident(args, board, worlds, open_world)
+    yield from notices
+    mapper = ControlMapper(resident.world.convention)
+    pacer = _Pacer(args.fps, args.max_seconds)
+    for i, n in zip(itertools.count(), itertools.count(args.first_n)):
+        # 1. Wait for the page to catch up, then for the frame's time; read the freshest controls.
+        snap = _wait_for_page(args, board, pacer, n)
+        if isinstance(snap, Notice):
+            yield snap
             return
-        scripted = i < len(args.script)
-        if not scripted and time.time() - snap.t_input > args.idle_timeout_s:
+        if snap is None:
+            return
+        if pacer.sleep_until_due():
+            snap = board.snapshot(args.slot)
+        if not _is_current(snap, args):
+            return
+        # 2. Stop a live (unscripted) world nobody has touched for a while.
+        if i >= len(args.script) and time.time() - snap.t_input > args.idle_timeout_s:
             yield Notice("idle", f"Paused after {args.idle_timeout_s:.0f} s without input.")
             return
-        if snap.steps != live.board_steps:
-            live.board_steps = snap.steps
-            _set_steps(live, snap.steps)
-        if snap.prompt_version != live.prompt_version:
-            live.prompt_version, text = board.prompt(args.slot)
-            if notice := _set_prompt(live, text):
-                yield notice
-        for _, kind, value in (e for e in args.script_events if e[0] == i):
-            if kind == "prompt":
-                if notice := _set_prompt(live, value):
-                    yield notice
-            elif kind == "steps":
-                _set_steps(live, value)
-        if scripted:
-            item = args.script[i]
-            ctrl = mapper.frame(snap.state, script_keys=item) if isinstance(item, int) else to_ctrl(item)
-            mapper.follow(snap.state)
-            keys = item if isinstance(item, int) else 0
-        else:
-            ctrl = mapper.frame(snap.state)
-            keys = snap.state.keys
-        t0 = time.perf_counter()
-        img = engine.gen_frame(ctrl)
-        img = img.cpu().numpy() if hasattr(img, "cpu") else np.asarray(img)
-        gen_ms = (time.perf_counter() - t0) * 1000
-        live.frames_done += 1
-        yield Frame(n=n, seq=snap.state.seq, jpeg=encode_jpeg(img, args.jpeg_quality), width=img.shape[1],
-                    height=img.shape[0], ctrl=from_ctrl(ctrl), keys=keys, gen_ms=gen_ms, prompt=live.prompt,
-                    steps=live.steps, scripted=scripted)
-        n += 1
-        now = time.monotonic()
-        next_t = max(next_t + period, now)   # never burst to catch up
-        if now - start >= args.max_seconds:
+        # 3. Make the frame and hand it over.
+        frame, notices = _make_frame(args, board, resident, mapper, snap, i, n)
+        yield from notices
+        if frame is None:
+            return
+        yield frame
+        if pacer.frame_done():
             return

@@ -5,6 +5,7 @@ with a message fit to show the player."""
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -32,6 +33,14 @@ def clean_steps(steps: object) -> int:
         raise ValueError(f"Steps must be a whole number from 0 to {MAX_STEPS} "
                          f"(0 keeps the model's own schedule).")
     return int(steps)
+
+
+def clean_seed(seed: object) -> int:
+    """A seed in 0..2**63 - 1, as an int (the number box sends floats)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not math.isfinite(seed) \
+            or not 0 <= seed < 2**63:
+        raise ValueError("The seed must be a whole number \u2265 0.")
+    return int(seed)
 
 
 def _check_upload_size(size: int) -> None:

@@ -34,7 +34,7 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A small random checkpoint (DiT + Waypoint-format autoencoder) written by the real writer."""
-    from world_engine.testing import write_random_checkpoint
+    from bench.random_checkpoint import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -42,7 +42,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def latent_checkpoint(tmp_path_factory) -> Path:
     """A small random checkpoint without an autoencoder (a latent-only engine)."""
-    from world_engine.testing import write_random_checkpoint
+    from bench.random_checkpoint import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("latent") / "model", autoencoder=None)
 
@@ -50,6 +50,6 @@ def latent_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def playable_checkpoint(tmp_path_factory) -> Path:
     """A small random checkpoint with the 64x64 tiny autoencoder: fast enough to stream on a CPU."""
-    from world_engine.testing import write_random_checkpoint
+    from bench.random_checkpoint import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("playable") / "model", autoencoder="tiny")

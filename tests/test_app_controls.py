@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from player.controls import (BIT, JS_KEYMAP, LOOK_RATE, MAX_SCRIPT_FRAMES, MOUSE_CAP, MOUSE_SCALE, ControlMapper,
-                             ControlState, parse_script, parse_state)
-from world_engine import VK
+from player.controls import (BIT, JS_KEYMAP, LOOK_RATE_PIXELS, MAX_SCRIPT_FRAMES, ControlMapper, ControlState,
+                             parse_script, parse_state)
+from player.reality import Reality
+from world_engine import VK, ControlConvention, WorldConfig
+from world_engine.engine import EMBEDDED_MODEL
+
+# The embedded model's and the simulator's convention: 0.3 units per pointer pixel, flicks capped at 24.
+SIM_UNITS = ControlConvention(n_buttons=256, mouse_units_per_pixel=0.3, mouse_cap=24.0, prompted=True,
+                              takes_images=False)
+RAW_PIXELS = ControlConvention(n_buttons=256, mouse_units_per_pixel=1.0, mouse_cap=None, prompted=True,
+                               takes_images=True)
+
+
+def mapper(n_buttons: int = 256, convention: ControlConvention = SIM_UNITS) -> ControlMapper:
+    return ControlMapper(dataclasses.replace(convention, n_buttons=n_buttons))
 
 
 def test_page_state_parses_short_field_names():
@@ -44,46 +58,60 @@ def test_keymap_for_the_page_covers_wasd_arrows_and_modifiers():
 
 
 def test_held_keys_become_virtual_key_buttons():
-    ctrl = ControlMapper(256).frame(ControlState(keys=BIT["w"] | BIT["shift"] | BIT["e"]))
+    ctrl = mapper().frame(ControlState(keys=BIT["w"] | BIT["shift"] | BIT["e"]))
     assert ctrl.button == {VK["W"], VK["SHIFT"], VK["E"]}
 
 
 def test_buttons_the_model_does_not_know_are_left_out():
-    ctrl = ControlMapper(70).frame(ControlState(keys=BIT["w"] | BIT["e"] | BIT["space"]))
+    ctrl = mapper(70).frame(ControlState(keys=BIT["w"] | BIT["e"] | BIT["space"]))
     assert ctrl.button == {VK["E"], VK["SPACE"]}
 
 
 def test_each_frame_gets_the_look_movement_since_the_previous_frame():
-    mapper = ControlMapper(256)
-    assert mapper.frame(ControlState(look_x=100, look_y=50)).mouse == (0.0, 0.0)   # baseline
-    assert mapper.frame(ControlState(look_x=130, look_y=40)).mouse == (30 * MOUSE_SCALE, -10 * MOUSE_SCALE)
-    assert mapper.frame(ControlState(look_x=130, look_y=40)).mouse == (0.0, 0.0)
+    m = mapper()
+    assert m.frame(ControlState(look_x=100, look_y=50)).mouse == (0.0, 0.0)   # baseline
+    assert m.frame(ControlState(look_x=130, look_y=40)).mouse == (30 * 0.3, -10 * 0.3)
+    assert m.frame(ControlState(look_x=130, look_y=40)).mouse == (0.0, 0.0)
 
 
 def test_move_stick_presses_wasd_past_the_threshold():
-    mapper = ControlMapper(256)
-    assert mapper.frame(ControlState(move_x=-0.8, move_y=-0.9)).button == {VK["A"], VK["W"]}
-    assert mapper.frame(ControlState(move_x=0.1, move_y=0.2)).button == set()
+    m = mapper()
+    assert m.frame(ControlState(move_x=-0.8, move_y=-0.9)).button == {VK["A"], VK["W"]}
+    assert m.frame(ControlState(move_x=0.1, move_y=0.2)).button == set()
 
 
-def test_look_stick_and_arrows_turn_at_a_rate_proportional_to_deflection():
-    mapper = ControlMapper(256)
-    assert mapper.frame(ControlState(stick_x=0.5)).mouse == (0.5 * LOOK_RATE, 0.0)
-    assert mapper.frame(ControlState(keys=BIT["left"] | BIT["down"])).mouse == (-LOOK_RATE, LOOK_RATE)
+def test_look_stick_and_arrows_turn_8_simulator_units_per_frame_at_full_deflection():
+    m = mapper()
+    assert m.frame(ControlState(stick_x=0.5)).mouse == (4.0, 0.0)
+    assert m.frame(ControlState(keys=BIT["left"] | BIT["down"])).mouse == (-8.0, 8.0)
 
 
 def test_scripted_frames_ignore_live_input_but_keep_the_look_baseline():
-    mapper = ControlMapper(256)
-    mapper.frame(ControlState(look_x=0))
-    scripted = mapper.frame(ControlState(keys=BIT["a"], look_x=500), script_keys=BIT["w"])
+    m = mapper()
+    m.frame(ControlState(look_x=0))
+    scripted = m.frame(ControlState(keys=BIT["a"], look_x=500), script_keys=BIT["w"])
     assert scripted.button == {VK["W"]} and scripted.mouse == (0.0, 0.0)
-    assert mapper.frame(ControlState(look_x=510)).mouse == (10 * MOUSE_SCALE, 0.0)
+    assert m.frame(ControlState(look_x=510)).mouse == (10 * 0.3, 0.0)
 
 
 def test_flicks_are_clamped_to_what_the_model_was_trained_on():
-    mapper = ControlMapper(256)
-    mapper.frame(ControlState())
-    assert mapper.frame(ControlState(look_x=1e6, look_y=-1e6)).mouse == (MOUSE_CAP, -MOUSE_CAP)
+    m = mapper()
+    m.frame(ControlState())
+    assert m.frame(ControlState(look_x=1e6, look_y=-1e6)).mouse == (24.0, -24.0)
+
+
+def test_a_raw_pixel_model_gets_pointer_pixels_unclamped():
+    m = mapper(convention=RAW_PIXELS)
+    m.frame(ControlState())
+    assert m.frame(ControlState(look_x=300, look_y=-40)).mouse == (300.0, -40.0)
+    assert m.frame(ControlState(look_x=300, look_y=-40, stick_x=1.0)).mouse == (LOOK_RATE_PIXELS, 0.0)
+
+
+def test_the_simulator_reads_the_pointer_as_the_embedded_model_was_trained_to():
+    embedded = WorldConfig.from_yaml(EMBEDDED_MODEL / "config.yaml")
+    reality = Reality().fork(seed=0).convention
+    assert (reality.mouse_units_per_pixel, reality.mouse_cap, reality.n_buttons) == \
+        (embedded.mouse_units_per_pixel, embedded.mouse_cap, embedded.n_buttons) == (0.3, 24.0, 256)
 
 
 def test_script_expands_repeats_and_chords():

@@ -14,6 +14,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from player import backends
@@ -70,7 +71,7 @@ def test_two_sessions_stay_isolated(app):
     fa, fb = frames(a, 2), frames(b, 2)
     a.close(), b.close()
     sa, sb = app.registry.find("iso-a"), app.registry.find("iso-b")
-    assert sa.slot != sb.slot and sa.world.world_id != sb.world.world_id
+    assert sa.slot != sb.slot and sa.recipe.world_id != sb.recipe.world_id
     assert (VK["W"],) in recorded_buttons(app, "iso-a")
     assert all(buttons == () for buttons in recorded_buttons(app, "iso-b"))
     assert fa[-1]["img"] != fb[-1]["img"]
@@ -154,7 +155,7 @@ def test_a_start_image_seeds_the_world(app, tmp_path):
     gen = play(app, "start", start_png=png)
     frames(gen, 1)
     gen.close()
-    assert app.registry.find("start").world.start_image == png
+    assert app.registry.find("start").recipe.start_image == png
 
 
 def test_the_public_model_picker_is_an_allow_list(app, playable_checkpoint):
@@ -170,16 +171,16 @@ def test_pause_keeps_the_world_and_reset_starts_a_new_one(app):
     first = frames(gen, 2)
     app.pause(req("pause"))
     assert [v for v, _ in gen][-1]["msg"].startswith("Paused")
-    world = app.registry.find("pause").world
+    recipe = app.registry.find("pause").recipe
     gen = play(app, "pause")
     again = frames(gen, 1)
     gen.close()
-    assert app.registry.find("pause").world is world and again[0]["n"] == first[-1]["n"] + 1
+    assert app.registry.find("pause").recipe is recipe and again[0]["n"] == first[-1]["n"] + 1
     app.reset(req("pause"))
     gen = play(app, "pause")
     frames(gen, 1)
     gen.close()
-    assert app.registry.find("pause").world.world_id != world.world_id
+    assert app.registry.find("pause").recipe.world_id != recipe.world_id
 
 
 def test_recording_downloads_and_its_log_replays_the_same_world(app):
@@ -210,11 +211,11 @@ def test_closing_the_page_frees_the_session(app):
     gen.close()
     video, _ = app.download(False, req("gone"))
     slot = app.registry.find("gone").slot
-    assert "gone" in app.backend.worlds._entries
+    assert "gone" in app.backend.worlds
     app.unload(req("gone"))
     assert app.registry.find("gone") is None
     assert BOARD.snapshot(slot).owner == 0                  # the slot is free for the next visitor
-    assert "gone" not in app.backend.worlds._entries       # the cached world is dropped
+    assert "gone" not in app.backend.worlds                 # the resident world is dropped
     assert not Path(video).parent.exists()                  # and so is the download folder
 
 
@@ -225,7 +226,7 @@ def test_downloads_are_not_named_after_the_browser_supplied_session_hash(app):
     gen.close()
     video, log = app.download(False, req(name))
     for path in (video, log):
-        assert Path(path).resolve().is_relative_to(app._downloads.resolve()) and "escaped" not in path
+        assert Path(path).resolve().is_relative_to(app.downloads.root.resolve()) and "escaped" not in path
     app.unload(req(name))
 
 
@@ -295,7 +296,7 @@ def test_a_truncated_control_log_says_so(app, tmp_path):
 def test_switching_the_prompt_while_playing_changes_the_world_without_a_reset(app):
     gen = app.play("a frozen ice cave", 4, "reality", 0, None, req("switch"))
     icy = frames(gen, 2)[-1]
-    world = app.registry.find("switch").world
+    recipe = app.registry.find("switch").recipe
     app.set_prompt("a volcanic lava temple", req("switch"))
     fiery = frames(gen, 12)[-1]            # the simulator cross-fades over a few frames
     gen.close()
@@ -305,7 +306,7 @@ def test_switching_the_prompt_while_playing_changes_the_world_without_a_reset(ap
         data = base64.b64decode(value["img"].split(",", 1)[1])
         return np.asarray(Image.open(io.BytesIO(data))).reshape(-1, 3).mean(0)
 
-    assert app.registry.find("switch").world is world and fiery["n"] > icy["n"]
+    assert app.registry.find("switch").recipe is recipe and fiery["n"] > icy["n"]
     red_minus_blue = [m[0] - m[2] for m in (mean_rgb(icy), mean_rgb(fiery))]
     assert red_minus_blue[1] > red_minus_blue[0] + 10
 
@@ -329,11 +330,39 @@ def test_two_sessions_loading_a_model_at_once_share_one_engine(monkeypatch):
             time.sleep(0.2)
 
     monkeypatch.setattr(backends, "Reality", SlowToLoad)
-    backend = backends.Backend("cpu", segment_seconds=1)
+    engines = backends.EngineCache("cpu", compile=False)
     got = []
-    threads = [threading.Thread(target=lambda: got.append(backend.engine("reality"))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: got.append(engines.get("reality"))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert got[0] is got[1]
+
+
+def test_a_start_image_given_to_the_simulator_is_reported(app):
+    png, _ = app.load_start_image(str(Path(__file__).parents[1] / "examples" / "start_images" / "desert_ruins.png"))
+    gen = app.play("", 1, "reality", 0, png, req("reality-picture"))
+    with pytest.warns(UserWarning, match="not from a picture"):
+        frames(gen, 1)
+    gen.close()
+
+
+class _GpuEngine:
+    device = torch.device("cuda")
+
+
+def test_a_used_up_gpu_quota_ends_play_with_a_message(app, monkeypatch):
+    backend = backends.ZeroGpuBackend(segment_seconds=60)
+    backend.warmup.done.set()
+
+    def out_of_quota(args, uri):
+        raise gr.Error("You have exceeded your free ZeroGPU quota", title="ZeroGPU quota exceeded")
+        yield
+
+    monkeypatch.setattr(backend.engines, "get", lambda uri: _GpuEngine())
+    monkeypatch.setattr(backend, "_gpu_segment", out_of_quota)
+    zero = WorldApp(backend, list(app.models.values()), allow_custom_models=False)
+    value, status = list(zero.play("", 1, app_model(app), 0, None, req("quota")))[-1]
+    assert "quota is used up" in value["msg"] and "GPU quota exhausted" in status
+    assert not zero.registry.find("quota").running

@@ -1,5 +1,5 @@
 """Control slots in shared memory and the frame loop's mechanics (pacing, backpressure,
-superseding, re-priming), with a stand-in engine so these run in milliseconds."""
+superseding, re-priming), with a stand-in world so these run in milliseconds."""
 
 from __future__ import annotations
 
@@ -7,27 +7,28 @@ import multiprocessing as mp
 import sys
 import threading
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from player.controls import BIT, ControlState
 from player.sessions import ControlBoard, SessionFull, SessionRegistry
-from player.stream import (Frame, Notice, SegmentArgs, WorldCache, WorldSpec, encode_jpeg, in_flight_window,
-                           run_segment)
-from world_engine import VK
+from player.stream import (EncodedFrame, Notice, ResidentWorld, ResidentWorlds, SegmentArgs, WorldRecipe,
+                           encode_jpeg, in_flight_window, run_segment)
+from world_engine import VK, ControlConvention, InteractiveWorld
 
 
-class StandInEngine:
-    """Records what the loop asks of an engine; frames are flat colours (cheap to encode)."""
+class StandInWorld:
+    """Records what the loop asks of a world; frames are flat colours (cheap to encode)."""
 
-    def __init__(self, prompts: bool = True) -> None:
-        self.config = SimpleNamespace(n_buttons=256, prompt_conditioning="cross" if prompts else None)
+    def __init__(self, prompts: bool = True, images: bool = True) -> None:
+        self.convention = ControlConvention(n_buttons=256, mouse_units_per_pixel=0.3, mouse_cap=24.0,
+                                            prompted=prompts, takes_images=images)
         self.steps = 0
         self.appended: list = []
         self.ctrls: list = []
         self.prompts: list[str] = []
+        self.closed = False
 
     def set_prompt(self, text: str) -> None:
         self.prompts.append(text)
@@ -38,16 +39,22 @@ class StandInEngine:
     def append_frame(self, img, ctrl=None) -> None:
         self.appended.append((img.shape, ctrl))
 
-    def gen_frame(self, ctrl=None):
+    def next_frame(self, ctrl=None):
         self.ctrls.append(ctrl)
         return np.full((8, 8, 3), len(self.ctrls) % 256, np.uint8)
+
+    def reset(self, seed=None) -> None:
+        self.ctrls.clear()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _setup(board: ControlBoard, slot: int = 0, **kw):
     owner = board.claim(slot)
     board.write_state(slot, owner, ControlState(seq=1))
     run = board.start_run(slot)
-    args = SegmentArgs(key="s", slot=slot, owner=owner, run=run, world=WorldSpec(1, "m", 0), frames_done=0,
+    args = SegmentArgs(key="s", slot=slot, owner=owner, run=run, recipe=WorldRecipe(1, "m", 0), frames_done=0,
                        history=(), first_n=0, fps=1000.0, **kw)
     return owner, run, args
 
@@ -150,19 +157,19 @@ def test_sweep_frees_idle_sessions_and_runs_the_release_hooks():
 def test_each_frame_uses_the_newest_control_state():
     board = ControlBoard(1)
     owner, run, args = _setup(board)
-    engine = StandInEngine()
-    gen = run_segment(args, board, WorldCache(4), lambda w: engine)
+    world = StandInWorld()
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: world)
     first = next(gen)
     board.write_state(0, owner, ControlState(seq=2, keys=BIT["w"], look_x=0))
     second = next(gen)
-    assert isinstance(first, Frame) and first.ctrl[0] == ()
+    assert isinstance(first, EncodedFrame) and first.ctrl[0] == ()
     assert second.ctrl[0] == (VK["W"],) and second.seq == 2
 
 
 def test_pausing_ends_the_loop_at_the_next_frame():
     board = ControlBoard(1)
     _, _, args = _setup(board)
-    gen = run_segment(args, board, WorldCache(4), lambda w: StandInEngine())
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld())
     next(gen)
     board.stop_run(0)
     assert list(gen) == []
@@ -173,7 +180,7 @@ def test_unacknowledged_frames_hold_the_loop_back():
     owner, _, args = _setup(board)
     board.write_state(0, owner, ControlState(seq=2, ack=0))     # the page drew frame 0, then nothing
     frames: list = []
-    gen = run_segment(args, board, WorldCache(4), lambda w: StandInEngine())
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld())
     worker = threading.Thread(target=lambda: frames.extend(gen), daemon=True)
     worker.start()
     limit = in_flight_window(args.fps) + 1    # frames 0..window are in flight, then it waits
@@ -195,7 +202,7 @@ def test_a_hidden_tab_pauses_generation():
     owner, _, args = _setup(board)
     board.write_state(0, owner, ControlState(seq=2, visible=False))
     frames: list = []
-    gen = run_segment(args, board, WorldCache(4), lambda w: StandInEngine())
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld())
     worker = threading.Thread(target=lambda: frames.extend(gen), daemon=True)
     worker.start()
     worker.join(0.5)
@@ -208,7 +215,7 @@ def test_a_scripted_path_drives_the_first_frames_then_live_input_takes_over():
     board = ControlBoard(1)
     owner, _, args = _setup(board, script=(BIT["w"], BIT["left"]))
     board.write_state(0, owner, ControlState(seq=2, keys=BIT["s"]))
-    frames = _take(run_segment(args, board, WorldCache(4), lambda w: StandInEngine()), 3)
+    frames = _take(run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld()), 3)
     assert [f.ctrl[0] for f in frames] == [(VK["W"],), (), (VK["S"],)]
     assert frames[1].ctrl[1] < 0 and [f.scripted for f in frames] == [True, True, False]
 
@@ -217,40 +224,40 @@ def test_prompt_changes_apply_to_the_next_frame_without_a_reset():
     board = ControlBoard(1)
     _, _, args = _setup(board)
     board.set_prompt(0, "a dungeon")
-    engine = StandInEngine()
-    gen = run_segment(args, board, WorldCache(4), lambda w: engine)
+    world = StandInWorld()
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: world)
     assert next(gen).prompt == "a dungeon"
     board.set_prompt(0, "an ice cave")
     assert next(gen).prompt == "an ice cave"
-    assert engine.prompts == ["a dungeon", "an ice cave"] and engine.appended == []
+    assert world.prompts == ["a dungeon", "an ice cave"] and world.appended == []
 
 
 def test_a_rejected_prompt_is_reported_and_the_world_keeps_going():
     board = ControlBoard(1)
     _, _, args = _setup(board)
-    engine = StandInEngine()
+    world = StandInWorld()
 
     def refuse(text: str) -> None:
         raise ValueError("prompt is too long")
 
-    engine.set_prompt = refuse
+    world.set_prompt = refuse
     board.set_prompt(0, "x")
-    gen = run_segment(args, board, WorldCache(4), lambda w: engine)
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: world)
     first, second = next(gen), next(gen)
-    assert isinstance(first, Notice) and "too long" in first.message and isinstance(second, Frame)
+    assert isinstance(first, Notice) and "too long" in first.message and isinstance(second, EncodedFrame)
 
 
 def test_a_rejected_prompt_from_a_replayed_log_is_reported():
     board = ControlBoard(1)
     _, _, args = _setup(board, script=(BIT["w"],), script_events=((0, "prompt", "x"),))
-    engine = StandInEngine()
+    world = StandInWorld()
 
     def refuse(text: str) -> None:
         raise ValueError("prompt is too long")
 
-    engine.set_prompt = refuse
-    first, second = _take(run_segment(args, board, WorldCache(4), lambda w: engine), 2)
-    assert isinstance(first, Notice) and "too long" in first.message and isinstance(second, Frame)
+    world.set_prompt = refuse
+    first, second = _take(run_segment(args, board, ResidentWorlds(4), lambda recipe: world), 2)
+    assert isinstance(first, Notice) and "too long" in first.message and isinstance(second, EncodedFrame)
 
 
 def test_a_fresh_worker_rebuilds_the_world_from_the_kept_frames():
@@ -259,36 +266,85 @@ def test_a_fresh_worker_rebuilds_the_world_from_the_kept_frames():
     jpeg = encode_jpeg(np.zeros((8, 8, 3), np.uint8), 90)
     history = ((jpeg, ((VK["W"],), 1.0, 0.0)), (jpeg, ((), 0.0, 0.0)))
     args = SegmentArgs(**{**args.__dict__, "frames_done": 40, "history": history})
-    engine = StandInEngine()
-    next(run_segment(args, board, WorldCache(4), lambda w: engine))
-    assert [a[0] for a in engine.appended] == [(8, 8, 3), (8, 8, 3)]
-    assert engine.appended[0][1].button == {VK["W"]}
+    world = StandInWorld()
+    next(run_segment(args, board, ResidentWorlds(4), lambda recipe: world))
+    assert [a[0] for a in world.appended] == [(8, 8, 3), (8, 8, 3)]
+    assert world.appended[0][1].button == {VK["W"]}
 
 
 def test_the_same_worker_continues_its_world_without_re_priming():
     board = ControlBoard(1)
     _, _, args = _setup(board)
-    worlds, built = WorldCache(4), []
+    worlds, built = ResidentWorlds(4), []
 
-    def new_engine(world):
-        built.append(world)
-        return StandInEngine()
+    def open_world(recipe):
+        built.append(recipe)
+        return StandInWorld()
 
-    gen = run_segment(args, board, worlds, new_engine)
+    gen = run_segment(args, board, worlds, open_world)
     _take(gen, 3)
     gen.close()
     args2 = SegmentArgs(**{**args.__dict__, "frames_done": 3, "first_n": 3})
-    assert next(run_segment(args2, board, worlds, new_engine)).n == 3
+    assert next(run_segment(args2, board, worlds, open_world)).n == 3
     assert len(built) == 1
 
 
 def test_changing_the_steps_applies_to_the_next_frame_of_the_same_world():
     board = ControlBoard(1)
     _, _, args = _setup(board)
-    engine = StandInEngine()
-    gen = run_segment(args, board, WorldCache(4), lambda w: engine)
+    world = StandInWorld()
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: world)
     assert next(gen).steps == 0
     board.set_steps(0, 4)
-    assert next(gen).steps == 4 and engine.steps == 4
+    assert next(gen).steps == 4 and world.steps == 4
     board.set_steps(0, 0)
-    assert next(gen).steps == 0 and engine.steps == 0
+    assert next(gen).steps == 0 and world.steps == 0
+
+
+def test_the_stand_in_world_is_what_the_loop_is_written_against():
+    assert isinstance(StandInWorld(), InteractiveWorld)
+
+
+def test_a_world_that_takes_no_prompts_is_never_sent_one():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    board.set_prompt(0, "a dungeon")
+    world = StandInWorld(prompts=False)
+    frame = next(run_segment(args, board, ResidentWorlds(4), lambda recipe: world))
+    assert world.prompts == [] and frame.prompt == ""
+
+
+def test_a_world_that_cannot_start_from_a_picture_says_so_once():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    png = encode_jpeg(np.zeros((8, 8, 3), np.uint8), 90)
+    args = SegmentArgs(**{**args.__dict__, "recipe": WorldRecipe(1, "m", 0, start_image=png),
+                          "history": ((png, ((), 0.0, 0.0)),)})
+    worlds = ResidentWorlds(4)
+    gen = run_segment(args, board, worlds, lambda recipe: StandInWorld(images=False))
+    first, second = next(gen), next(gen)
+    assert isinstance(first, Notice) and not first.ends_play and "picture" in first.message
+    assert isinstance(second, EncodedFrame)
+    gen.close()
+    again = SegmentArgs(**{**args.__dict__, "frames_done": 1, "first_n": 1})
+    assert isinstance(next(run_segment(again, board, ResidentWorlds(4), lambda recipe: StandInWorld(images=False))),
+                      EncodedFrame)      # re-primed mid-world: no second warning
+
+
+def test_dropping_a_world_closes_it_and_ends_its_loop():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    worlds, world = ResidentWorlds(4), StandInWorld()
+    gen = run_segment(args, board, worlds, lambda recipe: world)
+    next(gen)
+    worlds.drop("s")
+    assert world.closed and "s" not in worlds
+    assert list(gen) == []
+
+
+def test_a_world_pushed_out_of_the_cache_is_closed():
+    worlds = ResidentWorlds(1)
+    first, second = StandInWorld(), StandInWorld()
+    worlds.put("a", ResidentWorld(first, 1, 0, -1, "", 0, 0))
+    worlds.put("b", ResidentWorld(second, 2, 0, -1, "", 0, 0))
+    assert first.closed and not second.closed and "b" in worlds and "a" not in worlds

@@ -11,7 +11,7 @@ from world_engine import VK, CtrlInput, WorldEngine
 from world_engine.engine import EMBEDDED_MODEL
 from world_engine.model.text_encoder import HashedTextEncoder
 from world_engine.model.tiny_autoencoder import TinyAutoencoder
-from world_engine.sim.world import World
+from simulator.world import World
 
 MAX_BYTES = 25 * 10**6
 

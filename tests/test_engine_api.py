@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from world_engine import VK, CtrlInput, WorldEngine
+from world_engine import VK, ControlConvention, CtrlInput, InteractiveWorld, WorldEngine, WorldSource
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +194,46 @@ def test_pad_rows_are_zeroed(prompted_engine):
 def test_steps_change_the_schedule_and_zero_restores_the_model_one(engine):
     session = engine.fork()
     session.set_steps(3)
-    assert session.config.scheduler_sigmas == [1.0, 0.666667, 0.333333, 0.0] and len(session._steps) == 3
+    assert session.config.scheduler_sigmas == [1.0, 0.666667, 0.333333, 0.0] and session.n_steps == 3
     session.set_steps(0)
     assert session.config.scheduler_sigmas == engine.model_sigmas
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="whole number"):
             session.set_steps(bad)
+
+
+def test_the_control_convention_comes_from_the_model_config(latent_checkpoint, image_engine):
+    waypoint_like = WorldEngine(latent_checkpoint, device="cpu")
+    assert waypoint_like.convention == ControlConvention(n_buttons=256, mouse_units_per_pixel=1.0, mouse_cap=None,
+                                                         prompted=False, takes_images=False)
+    trained_on_units = WorldEngine(latent_checkpoint, device="cpu",
+                                   overrides={"mouse_units_per_pixel": 0.3, "mouse_cap": 24.0})
+    assert (trained_on_units.convention.mouse_units_per_pixel, trained_on_units.convention.mouse_cap) == (0.3, 24.0)
+    assert image_engine.convention.takes_images
+
+
+def test_an_engine_is_a_world_source_and_its_forks_are_interactive_worlds(image_engine):
+    session = image_engine.fork(seed=3)
+    assert isinstance(image_engine, WorldSource) and isinstance(session, InteractiveWorld)
+    frame = session.next_frame(CtrlInput(button={VK["W"]}))
+    assert isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.shape[-1] == 3
+
+
+def test_a_closed_session_makes_no_more_frames_and_its_siblings_go_on(engine):
+    closed, other = engine.fork(), engine.fork()
+    closed.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        closed.gen_frame(return_img=False)
+    assert torch.isfinite(other.gen_frame(return_img=False)).all()
+
+
+def test_a_denoising_step_reads_the_history_and_leaves_it_as_it_is(engine):
+    noise = torch.randn(engine.config.latent_shape)
+    engine.reset()
+    expected = engine.gen_frame(noise=noise, return_img=False)
+    engine.reset()
+    conditions = engine.frame_conditions(CtrlInput(mouse=(1.0, 0.0)))
+    x = torch.randn(1, 1, *engine.config.latent_shape)
+    first, again = engine.denoise_step(x, conditions, 0), engine.denoise_step(x, conditions, 0)
+    assert torch.equal(first, again) and not torch.equal(first, x) and engine.frame_index == 0
+    assert torch.equal(engine.gen_frame(noise=noise, return_img=False), expected)

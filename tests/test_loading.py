@@ -10,7 +10,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from world_engine import ModelUnavailableError, WorldConfig, WorldEngine
-from world_engine.testing import TINY_CONFIG, write_random_checkpoint
+from bench.random_checkpoint import TINY_CONFIG, write_random_checkpoint
 
 
 @pytest.fixture()
@@ -53,6 +53,10 @@ def test_tied_cond_proj_is_shared_after_loading(checkpoint):
     ("n_kv_heads", 3, "not a multiple of n_kv_heads"),
     ("scheduler_sigmas", [1.0, 0.5], "must end with 0.0"),
     ("local_window", 0, "local_window must be a positive integer"),
+    ("ctrl_fusion_norm", "layer", "ctrl_fusion_norm must be 'rms' or 'none'"),
+    ("mouse_scale", 0, "mouse_scale must be a positive number"),
+    ("mouse_units_per_pixel", float("nan"), "mouse_units_per_pixel must be a positive number"),
+    ("mouse_cap", -1, "mouse_cap must be a positive number or null"),
 ])
 def test_impossible_config_values_are_rejected(key, value, message):
     with pytest.raises(ValueError, match=message):
@@ -75,7 +79,7 @@ def test_config_round_trips_through_yaml(tmp_path):
 
 def test_overrides_apply_before_building(checkpoint):
     engine = WorldEngine(checkpoint, device="cpu", overrides={"scheduler_sigmas": [1.0, 0.75, 0.25, 0.0]})
-    assert len(engine._steps) == 3
+    assert engine.n_steps == 3
 
 
 @pytest.mark.parametrize("model", ["", "   "])

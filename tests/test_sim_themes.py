@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from world_engine.sim import THEME_NAMES, THEMES, EpisodeSpec, Look, World, make_caption, \
+from simulator import THEME_NAMES, THEMES, EpisodeSpec, Look, World, make_caption, \
     match_prompt, rollout
-from world_engine.sim.constants import SEG_CEILING, SEG_SKY
-from world_engine.sim.themes import ATTRIBUTE_NAMES, N_ATTRIBUTES
+from simulator.constants import SEG_CEILING, SEG_SKY
+from simulator.themes import ATTRIBUTE_NAMES, N_ATTRIBUTES
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

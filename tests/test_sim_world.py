@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from world_engine.controls import VK, CtrlInput, ctrl_vector
-from world_engine.sim import EpisodeSpec, Look, World, WorldBatch, rollout
-from world_engine.sim.constants import (CROUCH_EYE_HEIGHT, DOOR_FRAMES, EYE_HEIGHT, FOV_DEG,
+from simulator import EpisodeSpec, Look, World, WorldBatch, rollout
+from simulator.constants import (CROUCH_EYE_HEIGHT, DOOR_FRAMES, EYE_HEIGHT, FOV_DEG,
                                         JUMP_FRAMES, JUMP_HEIGHT, N_BUTTONS, SEG_FLOOR, SEG_SKY,
                                         SEG_WALL, SPRINT_FACTOR, SWITCH_FRAMES, WALK_STEP,
                                         YAW_PER_MOUSE_UNIT)
-from world_engine.sim.maps import map_from_ascii
+from simulator.maps import map_from_ascii
 
 # A walled yard: nothing animates in it (no props, no creatures, no water).
 _ROWS = ["#" * 24] + ["#" + "." * 22 + "#" for _ in range(22)] + ["#" * 24]

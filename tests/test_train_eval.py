@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from world_engine.train.evaluate import colour_features, horizontal_shift, psnr, sharpness, to_ctrl
+from training.evaluate import colour_features, horizontal_shift, psnr, sharpness, to_ctrl
 
 
 def test_horizontal_shift_sign_and_size():
@@ -41,7 +41,7 @@ def test_evaluation_runs_end_to_end_and_writes_its_report(tmp_path):
 
     from PIL import Image
 
-    from world_engine.train import evaluate
+    from training import evaluate
 
     evaluate.main(["--out", str(tmp_path), "--episodes", "2", "--drift-frames", "20", "--probes", "1",
                    "--theme-seeds", "1"])

@@ -11,19 +11,22 @@ import torch
 from safetensors.torch import load_file
 
 from world_engine import CtrlInput, WorldEngine
-from world_engine.train import ae, data, df, export
-from world_engine.train.checkpoint import MAX_SHARD_BYTES, load_checkpoint
+from training import ae, data, df, export
+from training.checkpoint import MAX_SHARD_BYTES, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_DIT = ["--d-model", "64", "--n-heads", "1", "--n-layers", "3", "--batch-size", "2", "--clip-frames", "8"]
+SMALL_DIT = ["--d-model", "64", "--n-heads", "1", "--n-layers", "3", "--batch-size", "4", "--clip-frames", "8"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    data.main(["--out", str(root / "data"), "--episodes", "3", "--frames", "12"])
+    data.main(["--out", str(root / "data"), "--episodes", "3", "--frames", "12", "--branch-groups", "2",
+               "--branch-copies", "2", "--branch-clip-frames", "8"])
     ae.main(["--data", str(root / "data"), "--out", str(root / "ae"), "--steps", "3", "--batch-size", "4",
              "--save-every", "2", "--log-every", "1"])
+    for part in ("episodes", "branches"):
+        data.encode_main(["--data", str(root / "data"), "--ae", str(root / "ae"), "--part", part])
     df_args = ["--data", str(root / "data"), "--ae", str(root / "ae"), "--out", str(root / "df"),
                "--save-every", "2", "--log-every", "1", *SMALL_DIT]
     df.main([*df_args, "--steps", "2"])
@@ -41,6 +44,36 @@ def test_data_stage_writes_episodes(run):
     assert episodes.ctrl.shape == (3, 12, 259)
     assert episodes.frames.float().std() > 5  # real pictures, not blanks
     assert all(0 <= i < len(episodes.captions) for i in episodes.caption_ids.flatten().tolist())
+
+
+def test_branch_groups_share_their_context_and_differ_in_their_last_frames(run):
+    root, _ = run
+    branches = data.load_episodes(root / "data" / "branches")
+    assert branches.frames.shape == (4, 8, 64, 64, 3) and branches.start.shape == (4,)
+    for group in (branches.frames[0:2].float(), branches.frames[2:4].float()):
+        assert torch.equal(group[0, :6], group[1, :6])  # same state, same policy actions
+        assert (group[0, 6:] - group[1, 6:]).abs().mean() > 1  # different actions, different frames
+    assert not torch.equal(branches.ctrl[0, 6], branches.ctrl[1, 6])
+    assert torch.equal(branches.ctrl[1, 6], branches.ctrl[1, 7])  # a branch copy holds its action
+
+
+def test_batches_hold_whole_branch_groups_scored_on_the_branch(run):
+    root, _ = run
+    clips = data.LatentClips(root / "data", root / "ae", 8, torch.device("cpu"), branch_share=0.5)
+    x0, ctrl, timestamps, text_ids, theme, scored = clips.batch(4)
+    assert x0.shape[:2] == (4, 8) and scored.tolist() == [0, 0, 2, 2]
+    assert torch.equal(x0[2, :6], x0[3, :6]) and torch.equal(timestamps[2], timestamps[3])
+    assert torch.equal(timestamps[2], timestamps[2, 0] + torch.arange(8))
+
+
+def test_control_statistics_describe_the_turns_and_keys():
+    ctrl = torch.zeros(4, 259)
+    ctrl[:, 0] = torch.tensor([0.0, 2.5, -8.0, 12.0])
+    ctrl[1, 2 + 0x57] = 1.0
+    stats = data.control_statistics(ctrl)
+    assert stats["mean_abs_dx"] == pytest.approx(5.625) and stats["share_dx_ge_6"] == 0.5
+    assert stats["share_dx_fractional"] == 0.25 and stats["share_W"] == 0.25
+    assert stats["share_no_input"] == 0.25
 
 
 def test_ae_stage_writes_a_loadable_folder_with_stats(run):
@@ -71,6 +104,9 @@ def test_export_is_a_complete_waypoint_folder(run):
     engine = WorldEngine(model, device="cpu", seed=0)
     assert engine.config.scheduler_sigmas == [1.0, 0.5, 0.0]
     assert engine.config.ae_uri == "./autoencoder"
+    assert engine.config.patch == (2, 2) and engine.config.tokens_per_frame == 16  # f8 latents, 2x2 patches
+    assert engine.config.ctrl_fusion_norm == "none" and engine.config.mouse_scale == 1 / 8
+    assert engine.config.mouse_units_per_pixel == 0.3 and engine.config.mouse_cap == 24.0
     engine.set_prompt("an icy grotto")
     frame = engine.gen_frame(CtrlInput(button={87}))
     assert frame.shape == (64, 64, 3) and frame.dtype == torch.uint8
@@ -78,7 +114,7 @@ def test_export_is_a_complete_waypoint_folder(run):
 
 def test_export_refuses_a_checkpoint_with_missing_weights(run, tmp_path):
     root, _ = run
-    from world_engine.train.checkpoint import save_checkpoint
+    from training.checkpoint import save_checkpoint
 
     tensors, meta = load_checkpoint(root / "df" / "checkpoint")
     tensors.pop("ema.dit.transformer.blocks.1.mlp.fc1.weight")
@@ -96,7 +132,7 @@ def test_df_runs_under_torchrun_ddp(run, tmp_path):
     root, _ = run
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "world_engine.train", "df", "--data", str(root / "data"), "--ae", str(root / "ae"),
+           "-m", "training", "df", "--data", str(root / "data"), "--ae", str(root / "ae"),
            "--out", str(out), "--steps", "2", "--save-every", "2", "--log-every", "1", *SMALL_DIT]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)

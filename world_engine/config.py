@@ -61,6 +61,15 @@ class WorldConfig:
     prompt_encoder_uri: str | None = "google/umt5-xl"
     ae_uri: str | None = None
     has_audio: bool = False
+    # The control convention (defaults: the released Waypoint models, trained on raw per-frame
+    # pointer deltas). The DiT reads the mouse as ``mouse * mouse_scale`` and, with
+    # ``ctrl_fusion_norm: rms``, only the direction of the control embedding; ``none`` keeps its
+    # magnitude, so a small turn stays small. The app maps pointer pixels to mouse units with
+    # ``mouse_units_per_pixel`` and clamps to ``mouse_cap`` (the largest delta seen in training).
+    mouse_scale: float = 1.0
+    ctrl_fusion_norm: str = "rms"
+    mouse_units_per_pixel: float = 1.0
+    mouse_cap: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -171,6 +180,14 @@ class WorldConfig:
              f"scheduler_sigmas must be strictly decreasing, got {self.scheduler_sigmas}")
         need(all(0.0 <= s <= 1.0 for s in self.scheduler_sigmas), "scheduler_sigmas must lie in [0, 1]")
         need(not self.has_audio, "audio models are not supported")
+        need(self.ctrl_fusion_norm in ("rms", "none"),
+             f"ctrl_fusion_norm must be 'rms' or 'none', got {self.ctrl_fusion_norm!r}")
+        for key in ("mouse_scale", "mouse_units_per_pixel"):
+            value = getattr(self, key)
+            need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e6,
+                 f"{key} must be a positive number, got {value!r}")
+        need(self.mouse_cap is None or (isinstance(self.mouse_cap, (int, float)) and 0 < self.mouse_cap < 1e6),
+             f"mouse_cap must be a positive number or null, got {self.mouse_cap!r}")
         if self.prompt_conditioning is not None:
             need(isinstance(self.prompt_conditioning_period, int) and self.prompt_conditioning_period > 0,
                  "prompt_conditioning_period must be a positive integer when prompt conditioning is on")

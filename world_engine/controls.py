@@ -1,7 +1,8 @@
 """Per-frame player controls, in the Waypoint convention.
 
-Buttons are Windows virtual-key codes (as Owl-Control records them), the mouse is the raw
-per-frame delta ``(dx, dy)`` and only the sign of the scroll wheel matters.
+Buttons are Windows virtual-key codes (as Owl-Control records them), the mouse is the per-frame
+delta ``(dx, dy)`` in the model's own units (its config's ``mouse_units_per_pixel`` says how many a
+pointer pixel is) and only the sign of the scroll wheel matters.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Each generated frame is a few Euler steps of rectified flow from noise to a clea
 KV cache frozen, then one "cache pass" at sigma 0 that writes the clean frame into the ring cache.
 Everything that does not change within a frame (noise modulations per sigma, the control terms,
 the prompt's keys and values) is computed once and reused by every pass.
+
+Where a frame is made: ``gen_frame`` = ``frame_conditions`` (controls, prompt, timestamp) ->
+``denoise_step`` per sigma level -> the cache pass -> the autoencoder's ``decode``. A
+``WorldEngine`` is a ``WorldSource`` and an ``InteractiveWorld`` (``world_engine.protocol``).
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import dataclasses
 import secrets
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from .config import KNOWN_MODELS, WorldConfig
@@ -24,6 +29,7 @@ from .model.dit import ControlContext, NoiseContext, PromptContext
 from .model.kv_cache import RingKVCache
 from .model.loading import load_autoencoder_folder, load_dit
 from .model.prompt_encoder import load_prompt_encoder
+from .protocol import ControlConvention
 
 EMBEDDED_MODEL = Path(__file__).parent / "embedded"
 DEFAULT_PROMPT = "An explorable world"
@@ -43,6 +49,15 @@ def load_autoencoder(path_or_repo: str | Path, device: torch.device | str | None
     return load_autoencoder_folder(folder, device, dtype)
 
 
+class FrameConditions(NamedTuple):
+    """What every pass of one frame shares: its control terms, the prompt's keys and values and its
+    timestamp. Valid for the next frame only (the timestamp moves on with each frame)."""
+
+    control: ControlContext
+    prompt: PromptContext | None
+    timestamps: torch.Tensor
+
+
 class WorldEngine:
     """A playable world: ``set_prompt``, ``append_frame``, ``gen_frame``, ``reset``.
 
@@ -51,6 +66,10 @@ class WorldEngine:
     replaces config values before anything is built (e.g. ``{"scheduler_sigmas": [1.0, 0.5, 0.0]}``).
     ``compile`` (default: on CUDA) runs the DiT forward through ``torch.compile`` with static shapes;
     the frame number never enters the graph, so it compiles once.
+
+    ``frame_index`` is the timestamp the next frame gets (frames written into this session so far).
+    An empty session may set it to start later in time: rotary positions are relative, so only the
+    absolute timestamps change.
     """
 
     def __init__(self, model: str | Path | None = None, device: torch.device | str | None = None,
@@ -79,6 +98,14 @@ class WorldEngine:
         self._build_schedule()
         self._start_session(seed)
 
+    @property
+    def convention(self) -> ControlConvention:
+        """The model's control convention, as its config states it."""
+        cfg = self.config
+        return ControlConvention(n_buttons=cfg.n_buttons, mouse_units_per_pixel=cfg.mouse_units_per_pixel,
+                                 mouse_cap=cfg.mouse_cap, prompted=cfg.prompt_conditioning is not None,
+                                 takes_images=self.autoencoder is not None)
+
     @torch.inference_mode()
     def _build_schedule(self) -> None:
         """Noise modulations per sigma level and the Euler step sizes, in the engine dtype."""
@@ -87,6 +114,11 @@ class WorldEngine:
             (self.model.noise_context(sigmas[i].view(1, 1)), sigmas[i + 1] - sigmas[i])
             for i in range(len(sigmas) - 1)]
         self._clean = self.model.noise_context(sigmas[-1].view(1, 1))
+
+    @property
+    def n_steps(self) -> int:
+        """Denoising steps per frame under the current schedule."""
+        return len(self._steps)
 
     def set_scheduler_sigmas(self, sigmas: list[float]) -> None:
         """Change the sampling schedule (fewer steps: faster, softer); applies from the next frame."""
@@ -102,7 +134,7 @@ class WorldEngine:
 
     def _start_session(self, seed: int | None) -> None:
         """Fresh per-session state: history, RNG, prompt, control buffer."""
-        self.cache = RingKVCache(self.config, 1, self.device, self.dtype)
+        self._cache: RingKVCache | None = RingKVCache(self.config, 1, self.device, self.dtype)
         self.frame_index = 0
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed if seed is not None else secrets.randbits(63))
@@ -116,6 +148,15 @@ class WorldEngine:
         other._start_session(seed)
         other._prompt_ctx, other.prompt = self._prompt_ctx, self.prompt
         return other
+
+    def close(self) -> None:
+        """Free this session's history (its KV cache); the weights stay with the other sessions."""
+        self._cache = None
+
+    def _history(self) -> RingKVCache:
+        if self._cache is None:
+            raise RuntimeError("this session is closed")
+        return self._cache
 
     # Prompt -------------------------------------------------------------------------------------
     @property
@@ -163,18 +204,31 @@ class WorldEngine:
         return self._prompt_ctx
 
     # Frames -------------------------------------------------------------------------------------
-    def _control_context(self, ctrl: CtrlInput | None) -> ControlContext:
+    @torch.inference_mode()
+    def frame_conditions(self, ctrl: CtrlInput | None = None) -> FrameConditions:
+        """The terms every pass of the next frame shares, under controls ``ctrl``."""
         ctrl = validate_ctrl(ctrl, self.config.n_buttons)
         vec = ctrl_vector(ctrl, self.config.n_buttons, out=self._ctrl)
-        return self.model.control_context(vec.to(self.device).view(1, 1, -1))
+        control = self.model.control_context(vec.to(self.device).view(1, 1, -1))
+        timestamps = torch.full((1, 1), self.frame_index, dtype=torch.long, device=self.device)
+        return FrameConditions(control, self._prompt_context(), timestamps)
 
-    def _timestamps(self) -> torch.Tensor:
-        return torch.full((1, 1), self.frame_index, dtype=torch.long, device=self.device)
+    @torch.inference_mode()
+    def denoise_step(self, x: torch.Tensor, conditions: FrameConditions, step: int) -> torch.Tensor:
+        """One Euler step of the next frame: ``x`` (``[1, 1, C, H, W]``, at sigma level ``step``)
+        moved to the next level. One DiT forward that reads the history and leaves it as it is."""
+        noise_ctx, dsigma = self._steps[step]
+        cache = self._history()
+        cache.begin(self.frame_index, write=False)
+        return x + dsigma * self._forward(x, noise_ctx, conditions.timestamps, conditions.control,
+                                          conditions.prompt, cache=cache)
 
-    def _cache_pass(self, latent: torch.Tensor, control: ControlContext, prompt: PromptContext | None) -> None:
-        self.cache.begin(self.frame_index, write=True)
-        self._forward(latent, self._clean, self._timestamps(), control, prompt, cache=self.cache)
-        self.cache.end()
+    def _cache_pass(self, latent: torch.Tensor, conditions: FrameConditions) -> None:
+        cache = self._history()
+        cache.begin(self.frame_index, write=True)
+        self._forward(latent, self._clean, conditions.timestamps, conditions.control, conditions.prompt,
+                      cache=cache)
+        cache.end()
         self.frame_index += 1
 
     def _check_latent(self, latent: Any, name: str) -> torch.Tensor:
@@ -190,7 +244,7 @@ class WorldEngine:
     def append_latent(self, latent: torch.Tensor, ctrl: CtrlInput | None = None) -> None:
         """Write a clean latent frame ``[C, H, W]`` into the history."""
         x = self._check_latent(latent, "latent")
-        self._cache_pass(x, self._control_context(ctrl), self._prompt_context())
+        self._cache_pass(x, self.frame_conditions(ctrl))
 
     def append_frame(self, img: Any, ctrl: CtrlInput | None = None) -> Any:
         """Encode an RGB image (uint8 ``[H, W, 3]``, any size) and write it into the history."""
@@ -203,24 +257,25 @@ class WorldEngine:
         """Generate the next frame: uint8 ``[H, W, 3]``, or the latent ``[C, H, W]``."""
         if return_img:
             self._require_autoencoder()
-        control = self._control_context(ctrl)
-        prompt = self._prompt_context()
+        conditions = self.frame_conditions(ctrl)
         if noise is None:
             x = torch.randn((1, 1, *self.config.latent_shape), generator=self.generator,
                             device=self.device, dtype=self.dtype)
         else:
             x = self._check_latent(noise, "noise")
-        timestamps = self._timestamps()
-        for noise_ctx, dsigma in self._steps:
-            self.cache.begin(self.frame_index, write=False)
-            x = x + dsigma * self._forward(x, noise_ctx, timestamps, control, prompt, cache=self.cache)
-        self._cache_pass(x, control, prompt)
+        for step in range(self.n_steps):
+            x = self.denoise_step(x, conditions, step)
+        self._cache_pass(x, conditions)
         latent = x[0, 0]
         return self.autoencoder.decode(latent) if return_img else latent.clone()
 
+    def next_frame(self, ctrl: CtrlInput | None = None) -> np.ndarray:
+        """``gen_frame`` as a player takes it: uint8 ``[H, W, 3]`` on the host."""
+        return self.gen_frame(ctrl).cpu().numpy()
+
     def reset(self, seed: int | None = None) -> None:
         """Forget the history (the prompt stays); a ``seed`` restarts the noise sequence."""
-        self.cache.reset()
+        self._history().reset()
         self.frame_index = 0
         if seed is not None:
             self.generator.manual_seed(seed)

@@ -240,15 +240,20 @@ class PromptCrossAttention(nn.Module):
 
 
 class ControlFusion(nn.Module):
-    """``fc2(SiLU(Wx · rms(h) + Wc · rms(u)))``: fc1's left half acts on tokens, right on controls."""
+    """``fc2(SiLU(Wx · rms(h) + Wc · n(u)))``: fc1's left half acts on tokens, right on controls.
+
+    ``n`` is the RMS norm for Waypoint checkpoints (``ctrl_fusion_norm: rms``), which keeps only
+    the direction of the control embedding, or the identity (``none``), which keeps its magnitude.
+    """
 
     def __init__(self, config: WorldConfig) -> None:
         super().__init__()
         self.d = config.d_model
+        self.norm_controls = config.ctrl_fusion_norm == "rms"
         self.mlp = MLP(2 * self.d, self.d, self.d)
 
     def control_term(self, u: torch.Tensor) -> torch.Tensor:
-        return F.linear(rms(u), self.mlp.fc1.weight[:, self.d:])
+        return F.linear(rms(u) if self.norm_controls else u, self.mlp.fc1.weight[:, self.d:])
 
     def forward(self, h: torch.Tensor, control_term: torch.Tensor) -> torch.Tensor:
         x = F.linear(rms(h), self.mlp.fc1.weight[:, :self.d])
@@ -306,7 +311,7 @@ class WorldDiT(nn.Module):
         self.config = config
         d, c, (ph, pw) = config.d_model, config.channels, config.patch
         self.denoise_step_emb = NoiseConditioner(d)
-        self.ctrl_emb = MLPWrapper(config.ctrl_dim, d * config.mlp_ratio, d)
+        self.ctrl_emb = ControlEmbedding(config.ctrl_dim, d * config.mlp_ratio, d)
         if config.ctrl_conditioning is not None:
             self.ctrl_cfg = NullEmbedding(d)
         if config.prompt_conditioning is not None:
@@ -352,9 +357,17 @@ class WorldDiT(nn.Module):
         scale, shift = self.out_norm.fc(F.silu(c)).chunk(2, dim=-1)
         return NoiseContext(mods, scale, shift)
 
-    def control_context(self, ctrl: torch.Tensor) -> ControlContext:
-        """Control terms for control vectors ``ctrl [B, N, n_buttons + 3]``."""
-        u = self.ctrl_emb(ctrl.to(self.unpatchify.weight.dtype))[:, :, None]
+    def control_context(self, ctrl: torch.Tensor, dropped: torch.Tensor | None = None) -> ControlContext:
+        """Control terms for control vectors ``ctrl [B, N, n_buttons + 3]`` (raw mouse units).
+
+        ``dropped [B]`` (training only) puts the learned null embedding in place of a clip's controls.
+        """
+        ctrl = ctrl.to(self.unpatchify.weight.dtype)
+        if self.config.mouse_scale != 1.0:
+            ctrl = torch.cat((ctrl[..., :2] * self.config.mouse_scale, ctrl[..., 2:]), dim=-1)
+        u = self.ctrl_emb(ctrl)[:, :, None]
+        if dropped is not None:
+            u = torch.where(dropped[:, None, None, None], self.ctrl_cfg.null_emb[:, :, None].to(u.dtype), u)
         return ControlContext([block.ctrl_mlpfusion.control_term(u) if block.ctrl_mlpfusion is not None else None
                                for block in self.blocks])
 
@@ -416,8 +429,8 @@ class WorldDiT(nn.Module):
         return out.reshape(b, n, c, height, width)
 
 
-class MLPWrapper(nn.Module):
-    """``ctrl_emb``: holds its MLP under ``.mlp`` as the checkpoint names it."""
+class ControlEmbedding(nn.Module):
+    """``ctrl_emb``: control vector -> embedding; holds its MLP under ``.mlp`` as the checkpoint names it."""
 
     def __init__(self, dim_in: int, dim_hidden: int, dim_out: int) -> None:
         super().__init__()

@@ -1,11 +1,14 @@
 """The data-collection agent: a semi-Markov mixture of behaviours, batched over B worlds.
 
-Each world runs one behaviour (mode) for a random number of frames, then draws the next. The
-mixture follows the recipe: mostly exploring, some strafing, looking around, standing idle (so a
-model learns that nothing moves without input), random button mashing (which decorrelates actions
-from scenery), deliberate wall bumps (so it learns blocked moves), jumps and crouches, and E at
-doors. All randomness is the counter-based hash of (episode seed, frame, stream), so an episode's
-actions depend only on its seed, not on its batch.
+Each world runs one behaviour (mode) for a random number of frames, then draws the next. Spells are
+short (4-12 frames on average) so that the past does not predict the next action: a model trained
+on these episodes must read the controls to know what comes next. The mixture covers what a player
+does in the app: exploring with a wandering turn, walking while turning at a steady rate, turning
+in place at the rates the arrow keys, the look stick and the mouse produce (fractional deltas from
+0.3 to the cap), looking around with flicks, strafing, standing idle (so a model learns that nothing
+moves without input), random button mashing, deliberate wall bumps (blocked moves), jumps and
+crouches, and E at doors. All randomness is the counter-based hash of (episode seed, frame,
+stream), so an episode's actions depend only on its seed, not on its batch.
 """
 
 from __future__ import annotations
@@ -19,10 +22,15 @@ from .constants import (CTRL_DIM, KEY_ARROW_DOWN, KEY_ARROW_LEFT, KEY_ARROW_RIGH
 from .maps import DOOR
 from .physics import State, cell_at, solid_cells
 
-MODES = ("explore", "strafe", "look", "idle", "random", "bump", "jumpy")
-TIME_SHARE = (0.40, 0.10, 0.15, 0.12, 0.10, 0.05, 0.08)  # fraction of frames in each mode
-MEAN_FRAMES = (30.0, 10.0, 14.0, 16.0, 6.0, 14.0, 12.0)  # mean duration of one spell of a mode
-EXPLORE, STRAFE, LOOK, IDLE, RANDOM, BUMP, JUMPY = range(len(MODES))
+MODES = ("explore", "strafe", "look", "idle", "random", "bump", "jumpy", "turn", "walk_turn")
+TIME_SHARE = (0.18, 0.10, 0.10, 0.11, 0.07, 0.04, 0.06, 0.20, 0.14)  # fraction of frames in each mode
+MEAN_FRAMES = (12.0, 6.0, 8.0, 8.0, 4.0, 8.0, 8.0, 7.0, 8.0)  # mean duration of one spell of a mode
+EXPLORE, STRAFE, LOOK, IDLE, RANDOM, BUMP, JUMPY, TURN, WALK_TURN = range(len(MODES))
+# Steady turn rates (mouse units per frame) of the turn modes: the arrow keys and a full look-stick
+# deflection give 8 (the player's LOOK_RATE); the mouse and a partial stick anything up to the cap.
+ARROW_RATE = 8.0
+TURN_RATE_RANGE = (0.5, MOUSE_CAP)  # log-uniform draw of the other turn rates
+WALK_TURN_RATE_RANGE = (0.5, 12.0)
 _RANDOM_KEYS = (KEY_FORWARD, KEY_LEFT, KEY_BACK, KEY_RIGHT, KEY_SPRINT, KEY_JUMP, KEY_CROUCH,
                 KEY_USE)
 _ARROWS = (KEY_ARROW_LEFT, KEY_ARROW_UP, KEY_ARROW_RIGHT, KEY_ARROW_DOWN)
@@ -47,13 +55,14 @@ class Policy:
         self.turn = torch.zeros(b, device=dev)  # OU mouse velocity, mouse units per frame
         self.nod = torch.zeros(b, device=dev)
         self.side = torch.ones(b, device=dev)  # +1 right, -1 left: turning and strafing side
+        self.rate = torch.zeros(b, device=dev)  # steady turn rate of the turn modes (unsigned)
         self.flag = torch.zeros(b, dtype=torch.bool, device=dev)  # sprint / walk back / crouch
         self.u = self.n = torch.empty(0)  # this frame's random draws (see _draw)
 
     def reset(self, slots: torch.Tensor, seeds: torch.Tensor) -> None:
         """Start fresh episodes in ``slots`` with ``seeds``."""
         self.seed[slots] = seeds
-        for name in ("t", "mode", "left", "turn", "nod", "flag"):
+        for name in ("t", "mode", "left", "turn", "nod", "flag", "rate"):
             getattr(self, name)[slots] = 0
         self.side[slots] = 1.0
 
@@ -68,6 +77,12 @@ class Policy:
 
     def _u(self, k: int) -> torch.Tensor:
         return self.u[:, k]
+
+    def _turn_rate(self) -> torch.Tensor:
+        """A new spell's steady turn rate: the arrow-key rate 40% of the time, else log-uniform."""
+        lo, hi = TURN_RATE_RANGE
+        log_uniform = lo * (hi / lo) ** self._u(5)
+        return torch.where(self._u(6) < 0.4, torch.full_like(log_uniform, ARROW_RATE), log_uniform)
 
     def _probe(self, solid: torch.Tensor, s: State, angle: torch.Tensor, reach: float) -> torch.Tensor:
         """True where the cell ``reach`` cells away in direction ``s.yaw + angle`` is solid."""
@@ -89,6 +104,7 @@ class Policy:
         self.left = torch.where(new, length, self.left) - 1
         self.side = torch.where(new, torch.where(self._u(3) < 0.5, -1.0, 1.0), self.side)
         self.flag = torch.where(new, self._u(4) < 0.3, self.flag)
+        self.rate = torch.where(new, self._turn_rate(), self.rate)
         m = self.mode
 
         def is_(mode_index: int) -> torch.Tensor:
@@ -105,12 +121,15 @@ class Policy:
         door_shut = (cells.gather(1, ahead)[:, 0] == DOOR) & ~s.door_target.gather(1, ahead)[:, 0]
 
         # mouse: an Ornstein-Uhlenbeck turn rate per mode, flicks, and recentring the pitch
-        sigma = torch.tensor([0.9, 0.6, 2.5, 0.0, 0.0, 0.0, 0.9], device=dev)[m]
+        sigma = torch.tensor([2.5, 0.6, 6.0, 0.0, 0.0, 0.0, 0.9, 0.0, 0.0], device=dev)[m]
         self.turn = torch.where(new, zero, 0.85 * self.turn) + sigma * self.n[:, 0]
         self.nod = 0.8 * self.nod + 0.8 * self.n[:, 1]
         dx = self.turn.clone()
-        dx = torch.where(is_(EXPLORE) & blocked, 10.0 * away, dx)
-        flick = is_(LOOK) & (self._u(7) < 0.08)
+        steady = is_(TURN) | is_(WALK_TURN)
+        rate = torch.where(is_(WALK_TURN), self.rate.clamp(max=WALK_TURN_RATE_RANGE[1]), self.rate)
+        dx = torch.where(steady, self.side * rate * (1 + 0.1 * self.n[:, 2]), dx)
+        dx = torch.where((is_(EXPLORE) | is_(WALK_TURN)) & blocked, 10.0 * away, dx)
+        flick = is_(LOOK) & (self._u(7) < 0.15)
         dx = torch.where(flick, (self._u(8) * 2 - 1) * MOUSE_CAP, dx)
         recentre = 0.25 * s.pitch / PITCH_PER_MOUSE_UNIT  # looking up (pitch > 0): dy > 0 lowers it
         dy = torch.where(is_(LOOK), self.nod, recentre)
@@ -120,8 +139,8 @@ class Policy:
         dx = torch.where(is_(RANDOM), wild_dx, dx)
         dy = torch.where(is_(RANDOM), torch.where(self._u(12) < 0.7, zero, 2.0 * self.n[:, 3]), dy)
         quiet = is_(IDLE) | is_(BUMP)
-        dx = torch.where(quiet, zero, dx).round().clamp(-MOUSE_CAP, MOUSE_CAP)
-        dy = torch.where(is_(IDLE), zero, dy).round().clamp(-MOUSE_CAP, MOUSE_CAP)
+        dx = torch.where(quiet, zero, dx).clamp(-MOUSE_CAP, MOUSE_CAP)
+        dy = torch.where(is_(IDLE) | is_(TURN), zero, dy).clamp(-MOUSE_CAP, MOUSE_CAP)
 
         # keys
         keys = torch.zeros(b, N_BUTTONS, dtype=torch.bool, device=dev)
@@ -129,9 +148,9 @@ class Policy:
         def press(vk: int, on: torch.Tensor) -> None:
             keys[:, vk] |= on
 
-        press(KEY_FORWARD, is_(EXPLORE) | is_(BUMP) | is_(JUMPY))
+        press(KEY_FORWARD, is_(EXPLORE) | is_(BUMP) | is_(JUMPY) | is_(WALK_TURN))
         press(KEY_SPRINT, is_(EXPLORE) & self.flag)
-        press(KEY_USE, is_(EXPLORE) & door_shut & (self.t % 2 == 0))
+        press(KEY_USE, (is_(EXPLORE) | is_(WALK_TURN)) & door_shut & (self.t % 2 == 0))
         hop = self._u(14)
         press(KEY_JUMP, (is_(EXPLORE) & (hop < 0.02)) | (is_(JUMPY) & ~self.flag & (hop < 0.2)))
         press(KEY_CROUCH, is_(JUMPY) & self.flag)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..controls import VK, CtrlInput
-from ..engine import WorldEngine
+from world_engine.controls import VK, CtrlInput
+from world_engine.engine import WorldEngine
 
 
 def measure_fps(model: Path | None, frames: int = 200, warmup: int = 20, threads: int = 2) -> dict[str, float]:
@@ -36,7 +36,7 @@ def measure_fps(model: Path | None, frames: int = 200, warmup: int = 20, threads
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m world_engine.train fps", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training fps", description=__doc__)
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)

@@ -1,16 +1,18 @@
-"""Stage 1: diffusion forcing of the DiT, trained jointly with the hashed text encoder.
+"""Stage 1: the DiT learns to denoise the next frame from a clean history (teacher forcing with
+a clean-context copy, as in diffusion forcing's "clean context" mode but scoring every frame), trained
+jointly with the hashed text encoder.
 
-Per clip of ``clip_frames`` latent frames (pre-encoded by the stage-0 autoencoder):
-  * rectified flow, ``x_s = (1 - s) x0 + s eps``, target ``eps - x0``, with an independent
-    logit-normal ``s`` per frame (diffusion forcing), optionally shifted toward 1;
-  * with probability ``clean_context_prob`` the clip is in "clean context" mode: all frames but the
-    last 1-4 get ``s ~ U[0, context_sigma_max]`` and only the last frames are scored, which is
-    close to how the engine plays (history always comes from a sigma-0 cache pass);
-  * CFG dropout: the control embedding is replaced by the learned null embedding, and the prompt by
-    the empty prompt (all-zero rows), each for 10% of clips;
-  * an auxiliary theme classifier on the prompt embedding speeds up the text encoder.
-Frames attend to each other exactly as in a cached rollout (``frame_visibility`` inside WorldDiT).
-Multi-GPU runs go through ``torchrun`` + DDP; a single process needs nothing.
+Per clip of ``clip_frames`` latent frames (pre-encoded by the stage-0 autoencoder) the DiT sees
+``2 * clip_frames`` frames: a *context copy* of every frame, lightly noised (``s ~ U[0,
+context_sigma_max]``, so the model tolerates its own imperfect history), and a *noisy copy* at a
+logit-normal ``s`` (shifted toward 1). A noisy frame attends to itself and to the context copies of
+the frames before it within the attention window, exactly what the engine's KV cache holds when it
+generates that frame; context copies attend to each other as the cache pass does. Every noisy frame
+is scored (rectified flow: ``x_s = (1 - s) x0 + s eps``, target ``eps - x0``), so one clip teaches
+``clip_frames`` next-frame predictions for the price of a ``2 * clip_frames`` sequence. Branched
+clips (shared context, different last actions) score only their branch frames.
+Also: CFG dropout (the learned null control embedding, the empty prompt: 10% of clips each) and an
+auxiliary theme classifier on the prompt embedding. Multi-GPU runs go through ``torchrun`` + DDP.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..model.dit import ControlContext, WorldDiT
-from ..model.text_encoder import HashedTextEncoder, TextEncoderConfig
-from ..sim.themes import THEME_NAMES
+from world_engine.model.dit import WorldDiT
+from world_engine.model.text_encoder import HashedTextEncoder, TextEncoderConfig
+from simulator.themes import THEME_NAMES
 from .checkpoint import load_checkpoint, prefixed, save_checkpoint, unprefixed
 from .config import DFConfig, add_arguments, embedded_world_config, from_arguments
 from .data import LatentClips
@@ -41,46 +43,59 @@ class DFNet(nn.Module):
     def __init__(self, cfg: DFConfig, latent_channels: int, latent_size: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.world_config = embedded_world_config(cfg.d_model, cfg.n_layers, cfg.n_heads, latent_channels, latent_size)
+        self.world_config = embedded_world_config(cfg.d_model, cfg.n_layers, cfg.n_heads, latent_channels,
+                                                  latent_size, cfg.patch)
         self.dit = WorldDiT(self.world_config)
+        for block in self.dit.blocks:  # the control path starts neutral instead of as noise to unlearn
+            if block.ctrl_mlpfusion is not None:
+                nn.init.zeros_(block.ctrl_mlpfusion.mlp.fc2.weight)
         self.text = HashedTextEncoder(TextEncoderConfig(out_dim=self.world_config.prompt_embedding_dim))
         self.theme_head = nn.Linear(self.world_config.prompt_embedding_dim, len(THEME_NAMES))
 
-    def control(self, ctrl: torch.Tensor, drop: torch.Tensor) -> ControlContext:
-        """Control terms with the CFG null embedding in place of dropped clips' controls."""
-        u = self.dit.ctrl_emb(ctrl)[:, :, None]
-        u = torch.where(drop[:, None, None, None], self.dit.ctrl_cfg.null_emb[:, :, None], u)
-        return ControlContext([b.ctrl_mlpfusion.control_term(u) if b.ctrl_mlpfusion is not None else None
-                               for b in self.dit.blocks])
-
     def forward(self, x0: torch.Tensor, ctrl: torch.Tensor, timestamps: torch.Tensor, text_ids: torch.Tensor,
-                theme: torch.Tensor) -> dict[str, torch.Tensor]:
+                theme: torch.Tensor, scored: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Losses of one batch; clips with ``scored > 0`` (branched) score only their last frames."""
         cfg, (b, n) = self.cfg, x0.shape[:2]
         dev = x0.device
+        # 1. noise levels: a lightly noised context copy and a noisy copy of every frame
         sigma = torch.sigmoid(torch.randn(b, n, device=dev))
         sigma = cfg.sigma_shift * sigma / (1 + (cfg.sigma_shift - 1) * sigma)
-        score = torch.ones(b, n, device=dev)
-        clean = torch.rand(b, device=dev) < cfg.clean_context_prob
-        n_last = torch.randint(1, 5, (b,), device=dev)
-        is_ctx = clean[:, None] & (torch.arange(n, device=dev)[None] < (n - n_last)[:, None])
-        sigma = torch.where(is_ctx, torch.rand(b, n, device=dev) * cfg.context_sigma_max, sigma)
-        score = torch.where(is_ctx, torch.zeros_like(score), score)
-
-        eps = torch.randn_like(x0)
-        s = sigma[..., None, None, None]
-        x_t = (1 - s) * x0 + s * eps
-
+        sigma_ctx = torch.rand(b, n, device=dev) * cfg.context_sigma_max
+        eps = torch.randn(2, *x0.shape, device=dev)
+        noised = [(1 - s[..., None, None, None]) * x0 + s[..., None, None, None] * e
+                  for s, e in ((sigma_ctx, eps[0]), (sigma, eps[1]))]
+        # 2. conditioning, with CFG dropout
         emb, _ = self.text.encode_ids(text_ids)
         theme_loss = F.cross_entropy(self.theme_head(emb.mean(dim=1)), theme)
         keep_prompt = (torch.rand(b, device=dev) >= cfg.prompt_dropout).to(emb.dtype)
         emb = emb * keep_prompt[:, None, None]
-        control = self.control(ctrl, torch.rand(b, device=dev) < cfg.ctrl_dropout)
-
-        v = self.dit(x_t, sigma, timestamps, control, emb)
-        per_frame = (v - (eps - x0)).pow(2).mean(dim=(2, 3, 4))
+        control = self.dit.control_context(torch.cat((ctrl, ctrl), dim=1),
+                                           dropped=torch.rand(b, device=dev) < cfg.ctrl_dropout)
+        # 3. one pass over [context copies, noisy copies]; score the noisy half
+        visible = teacher_forcing_visibility(n, self.world_config.local_window, dev).expand(b, -1, -1)
+        v = self.dit(torch.cat(noised, dim=1), torch.cat((sigma_ctx, sigma), dim=1),
+                     torch.cat((timestamps, timestamps), dim=1), control, emb, visible=visible)[:, n:]
+        per_frame = (v - (eps[1] - x0)).pow(2).mean(dim=(2, 3, 4))
+        last = torch.arange(n, device=dev)[None] >= (n - scored)[:, None]
+        score = torch.where((scored > 0)[:, None], last * cfg.branch_weight, 1.0)
         flow = (per_frame * score).sum() / score.sum()
         return {"loss": flow + cfg.theme_loss_weight * theme_loss, "flow": flow.detach(),
                 "theme": theme_loss.detach()}
+
+
+def teacher_forcing_visibility(n: int, window: int, device: torch.device) -> torch.Tensor:
+    """Frame visibility ``[1, 2n, 2n]`` over ``[context copies, noisy copies]`` of ``n`` frames.
+
+    Context copy ``i`` sees context copies ``j <= i`` within the window (a cache pass); noisy copy
+    ``i`` sees context copies ``j < i`` within the window and itself (generating frame ``i``).
+    """
+    i, j = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None]
+    near = i - j < window
+    cache_pass = (j <= i) & near
+    generate = (j < i) & near
+    top = torch.cat((cache_pass, torch.zeros(n, n, dtype=torch.bool, device=device)), dim=1)
+    bottom = torch.cat((generate, torch.eye(n, dtype=torch.bool, device=device)), dim=1)
+    return torch.cat((top, bottom))[None]
 
 
 def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
@@ -106,7 +121,7 @@ def setup_distributed(device: str) -> tuple[int, int, torch.device]:
 def train(cfg: DFConfig) -> DFNet:
     rank, world, device = setup_distributed(cfg.device)
     torch.manual_seed(cfg.seed + rank)
-    data = LatentClips(cfg.data, cfg.ae, cfg.clip_frames, device)
+    data = LatentClips(cfg.data, cfg.ae, cfg.clip_frames, device, cfg.branch_share)
     net = DFNet(cfg, data.latent_channels, data.latent_size).to(device)
     ema = {k: p.detach().clone() for k, p in net.named_parameters()}
     ckpt, step = cfg.out / "checkpoint", 0
@@ -136,7 +151,8 @@ def train(cfg: DFConfig) -> DFNet:
         lr = cfg.lr * min(1.0, (run_steps + 1) / cfg.warmup) * (0.55 + 0.45 * math.cos(math.pi * step / cfg.steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        losses = model(*data.batch(cfg.batch_size))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            losses = model(*data.batch(cfg.batch_size))
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -170,7 +186,7 @@ def train(cfg: DFConfig) -> DFNet:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m world_engine.train df", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training df", description=__doc__)
     add_arguments(parser, DFConfig)
     cfg = from_arguments(DFConfig, parser.parse_args(argv))
     cfg.out.mkdir(parents=True, exist_ok=True)

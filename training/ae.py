@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..model.tiny_autoencoder import TinyAEConfig, TinyAutoencoder
+from world_engine.model.tiny_autoencoder import TinyAEConfig, TinyAutoencoder
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AEConfig, add_arguments, from_arguments
 from .data import load_episodes
@@ -51,7 +51,9 @@ def train(cfg: AEConfig) -> TinyAutoencoder:
         model = TinyAutoencoder.from_folder(cfg.out / "final", device).requires_grad_(True).train()
         model.encoder.requires_grad_(False)
     else:
-        model = TinyAutoencoder(TinyAEConfig(image_size=frames.shape[1])).to(device)
+        widths = [int(w) for w in cfg.widths.split(",")]
+        model = TinyAutoencoder(TinyAEConfig(image_size=frames.shape[1], latent_channels=cfg.latent_channels,
+                                             widths=widths)).to(device)
     ckpt, step = cfg.out / ("decoder_checkpoint" if cfg.decoder_only else "checkpoint"), 0
     if (ckpt / "index.json").is_file():
         tensors, meta = load_checkpoint(ckpt)
@@ -60,8 +62,9 @@ def train(cfg: AEConfig) -> TinyAutoencoder:
         print(f"resumed from {ckpt} at step {step}")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     t0, losses = time.time(), []
-    while step < cfg.steps:
-        lr = cfg.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - step / cfg.steps))
+    while step < cfg.steps and not (cfg.minutes > 0 and time.time() - t0 > 60 * cfg.minutes):
+        done = step / cfg.steps if cfg.minutes <= 0 else max(step / cfg.steps, (time.time() - t0) / (60 * cfg.minutes))
+        lr = cfg.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - min(done, 1.0)))
         for group in opt.param_groups:
             group["lr"] = lr
         x = model.images_to_input(frames[torch.randint(frames.shape[0], (cfg.batch_size,))])
@@ -85,6 +88,7 @@ def train(cfg: AEConfig) -> TinyAutoencoder:
             losses = []
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt, model.state_dict(), {"step": step, "stage": "ae"})
+    save_checkpoint(ckpt, model.state_dict(), {"step": step, "stage": "ae"})
     model.eval()
     if not cfg.decoder_only:
         model.set_latent_stats(*measure_latent_stats(model, frames))
@@ -94,6 +98,6 @@ def train(cfg: AEConfig) -> TinyAutoencoder:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m world_engine.train ae", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training ae", description=__doc__)
     add_arguments(parser, AEConfig)
     train(from_arguments(AEConfig, parser.parse_args(argv)))

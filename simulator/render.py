@@ -210,15 +210,27 @@ def _weather(s: Scene, rgb: torch.Tensor) -> torch.Tensor:
     return rgb.index_copy_(0, which, mixed)
 
 
-def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
-           aux: bool = False) -> Rendered:
-    """Render B worlds at ``height x width`` (rendered ``ss`` times larger, then averaged).
+@dataclass
+class _View:
+    """The camera at the supersampled size: one ray per column, pixel rows, horizon, fog range."""
 
-    Pixel tensors are column-major ``[B, W, H]``: a raycaster works column by column, and it lets
-    the sprite pass touch only the columns that have a sprite.
-    """
-    if not 1 <= ss <= 11:
-        raise ValueError("supersampling must be 1..11 (the colour lanes hold 11 x 11 samples)")
+    b: int
+    h: int
+    w: int
+    f: float                 # focal length in pixels
+    tan_half: float
+    camx: torch.Tensor       # float32 [W]: column centres in [-1, 1]
+    rows: torch.Tensor       # float32 [H]: row centres
+    dx: torch.Tensor         # float32 [B]: facing vector
+    dy: torch.Tensor
+    rx: torch.Tensor         # float32 [B, W]: ray directions
+    ry: torch.Tensor
+    horizon: torch.Tensor    # float32 [B]: row of the horizon
+    near: torch.Tensor       # float32 [B, 1]: fog range
+    far: torch.Tensor
+
+
+def _view(s: Scene, height: int, width: int, ss: int) -> _View:
     dev = s.x.device
     b, h, w = s.batch, height * ss, width * ss
     f = focal_px(w)
@@ -226,33 +238,49 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
     camx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * (2.0 / w) - 1.0
     rows = torch.arange(h, device=dev, dtype=torch.float32) + 0.5
     dx, dy = torch.cos(s.yaw), torch.sin(s.yaw)
-    rx = torch.addcmul(dx[:, None], (-dy * tan_half)[:, None], camx[None])  # ray directions [B, W]
+    rx = torch.addcmul(dx[:, None], (-dy * tan_half)[:, None], camx[None])
     ry = torch.addcmul(dy[:, None], (dx * tan_half)[:, None], camx[None])
     horizon = h / 2 + f * torch.tan(s.pitch)  # y-shear pitch: looking up moves the horizon down
-    near, far = s.fog_near[:, None], s.fog_far[:, None]
+    return _View(b, h, w, f, tan_half, camx, rows, dx, dy, rx, ry, horizon, s.fog_near[:, None], s.fog_far[:, None])
 
-    # ---- columns: walls
-    dist, cell, u, side_y = _cast_walls(s, rx, ry)
+
+@dataclass
+class _Walls:
+    """Per column ``[B, W]``: the nearest wall and how its pixels map to texels."""
+
+    dist: torch.Tensor
+    side_y: torch.Tensor
+    shade: torch.Tensor      # int32 [B, W, 1]: packed shade word
+    col: torch.Tensor        # int32 [B, W, 1]: texel index of the column, less 32 rows
+    bias: torch.Tensor       # float32 [B, W, 1]: texel row + TEX at row 0
+    vscale: torch.Tensor     # float32 [B, W, 1]: texel rows per pixel row
+
+
+def _wall_columns(s: Scene, v: _View) -> _Walls:
+    dist, cell, u, side_y = _cast_walls(s, v.rx, v.ry)
     light = s.cell_light.gather(1, cell).float() * torch.where(side_y, WALL_SIDE_SHADE / UNIT, 1.0 / UNIT)
-    wall_shade = _shade_word(light, _fog(dist, near, far))[..., None]  # [B, W, 1]
+    shade = _shade_word(light, _fog(dist, v.near, v.far))[..., None]
     tex_u = (u * TEX).long().clamp_(0, TEX - 1)
     # texel of wall pixel = base + u + 32 * (row - 32): fold the -32 rows into the column term
-    wall_col = (s.wall_base.gather(1, cell) + tex_u.to(torch.int32) - TEX * TEX)[..., None]
-    top = horizon[:, None] - ((1.0 - s.z[:, None]) * f) / dist
-    vscale = dist * (TEX / f)
-    wall_bias = (TEX - top * vscale)[..., None]  # texel row + TEX: wall pixels land in [32, 64)
-    vscale = vscale[..., None]
+    col = (s.wall_base.gather(1, cell) + tex_u.to(torch.int32) - TEX * TEX)[..., None]
+    top = v.horizon[:, None] - ((1.0 - s.z[:, None]) * v.f) / dist
+    vscale = dist * (TEX / v.f)
+    bias = (TEX - top * vscale)[..., None]  # texel row + TEX: wall pixels land in [32, 64)
+    return _Walls(dist, side_y, shade, col, bias, vscale[..., None])
 
-    # ---- columns: sprites, the two nearest in front of the wall per column
+
+def _sprite_layers(s: Scene, v: _View, wall_dist: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """The two nearest sprites in front of the wall per column, far layer first: per layer the
+    columns it touches and, for those, texel base, row scale, row bias, shade, plus its depth."""
     relx, rely = s.sprite_x - s.x[:, None], s.sprite_y - s.y[:, None]
-    sdepth = relx * dx[:, None] + rely * dy[:, None]
-    lateral = rely * dx[:, None] - relx * dy[:, None]
+    sdepth = relx * v.dx[:, None] + rely * v.dy[:, None]
+    lateral = rely * v.dx[:, None] - relx * v.dy[:, None]
     safe = sdepth.clamp(min=SPRITE_NEAR)
-    centre = lateral / (safe * tan_half)
-    inv_width = safe * tan_half / s.sprite_w  # su per unit of camx
-    su = torch.addcmul((0.5 - centre * inv_width)[..., None], inv_width[..., None], camx)  # [B, K, W]
+    centre = lateral / (safe * v.tan_half)
+    inv_width = safe * v.tan_half / s.sprite_w  # su per unit of camx
+    su = torch.addcmul((0.5 - centre * inv_width)[..., None], inv_width[..., None], v.camx)  # [B, K, W]
     visible = (s.sprite_on & (sdepth > SPRITE_NEAR) & (sdepth < s.fog_far[:, None]))[..., None]
-    visible = visible & (su >= 0) & (su < 1) & (sdepth[..., None] < dist[:, None, :])
+    visible = visible & (su >= 0) & (su < 1) & (sdepth[..., None] < wall_dist[:, None, :])
     key = torch.where(visible, sdepth[..., None], math.inf)
     layer_depth, layer_k = key.topk(min(2, key.shape[1]), dim=1, largest=False)  # [B, L, W]
     layers = []
@@ -260,62 +288,92 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
         kj, dj = layer_k[:, j], layer_depth[:, j]
         ok = torch.isfinite(dj)
         # CPU: only columns showing a sprite; elsewhere all (a data-dependent size would sync)
-        cols = ok.view(-1).nonzero()[:, 0] if dev.type == "cpu" else torch.arange(b * w, device=dev)
+        cols = ok.view(-1).nonzero()[:, 0] if s.x.device.type == "cpu" else torch.arange(v.b * v.w, device=s.x.device)
         d = torch.where(ok, dj, 1.0)
         tu = (su.gather(1, kj[:, None])[:, 0] * TEX).long().clamp_(0, TEX - 1)
         base = s.sprite_base.gather(1, kj) + tu.to(torch.int32)
-        foot = horizon[:, None] + (s.z[:, None] - s.sprite_z.gather(1, kj)) * f / d
+        foot = v.horizon[:, None] + (s.z[:, None] - s.sprite_z.gather(1, kj)) * v.f / d
         sh = s.sprite_h.gather(1, kj)
-        vs = torch.where(ok, d * TEX / (sh * f), 0.0)
-        bias = torch.where(ok, 1.0 - (foot - sh * f / d) * vs, 1.0e4)  # texel row + 1, else row 33
-        shade = _shade_word(s.sprite_light.gather(1, kj), _fog(d, near, far))
+        vs = torch.where(ok, d * TEX / (sh * v.f), 0.0)
+        bias = torch.where(ok, 1.0 - (foot - sh * v.f / d) * vs, 1.0e4)  # texel row + 1, else row 33
+        shade = _shade_word(s.sprite_light.gather(1, kj), _fog(d, v.near, v.far))
         per_column = [t.reshape(-1).index_select(0, cols)[:, None] for t in (base, vs, bias, shade)]
         layers.append((cols, *per_column, dj))
+    return layers
 
-    # ---- rows: floor and ceiling distance, fog, sky
-    p = rows[None] - horizon[:, None]  # [B, H], > 0 below the horizon
+
+@dataclass
+class _Rows:
+    """Per row ``[B, H]``: floor and ceiling distance, fog and sky."""
+
+    dist: torch.Tensor
+    below: torch.Tensor      # bool: below the horizon (floor)
+    sky: torch.Tensor        # bool: sky instead of ceiling
+    elev: torch.Tensor       # elevation above the horizon, tangent units
+    factor: torch.Tensor     # int32 [B, 1, H]: brightness left after fog
+    fog: torch.Tensor        # int32 [B, 1, H]: fog weight, shifted into the shade word
+    offset: torch.Tensor     # int32 [B, 1, H]: this row's table (floor or ceiling) in cell_base
+    outdoor: torch.Tensor    # bool [B]
+
+
+def _row_terms(s: Scene, v: _View) -> _Rows:
+    p = v.rows[None] - v.horizon[:, None]  # [B, H], > 0 below the horizon
     below = p > 0
-    pz = torch.where(below, s.z[:, None], 1.0 - s.z[:, None]) * f
+    pz = torch.where(below, s.z[:, None], 1.0 - s.z[:, None]) * v.f
     row_dist = (pz / p.abs().clamp(min=1e-3)).clamp_(max=MAX_ROW_DIST)
-    fog_row = _fog(row_dist, near, far)
+    fog_row = _fog(row_dist, v.near, v.far)
     outdoor = s.sky_base >= 0
     sky_rows = (~below) & outdoor[:, None]
-    elev = (-p / f).clamp(min=0.0)
+    elev = (-p / v.f).clamp(min=0.0)
     fog_row = torch.where(sky_rows, s.sky_haze[:, None] * (1.0 - elev / 0.6).clamp(min=0.0), fog_row)
-    row_factor = _to_int((1.0 - fog_row) * UNIT)[:, None]  # [B, 1, H]
-    row_fog = (_to_int(fog_row * 255) << 16)[:, None]
-    row_off = ((torch.arange(b, device=dev, dtype=torch.int32) * (2 * MM))[:, None]
-               + (~below).to(torch.int32) * MM)[:, None]
+    factor = _to_int((1.0 - fog_row) * UNIT)[:, None]
+    fog = (_to_int(fog_row * 255) << 16)[:, None]
+    offset = ((torch.arange(v.b, device=s.x.device, dtype=torch.int32) * (2 * MM))[:, None]
+              + (~below).to(torch.int32) * MM)[:, None]
+    return _Rows(row_dist, below, sky_rows, elev, factor, fog, offset, outdoor)
 
-    # ---- pixels [B, W, H]: floor / ceiling texels through the per-cell tables
+
+def _floor_ceiling_sky(s: Scene, v: _View, r: _Rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texel index and shade word of every pixel ``[B, W, H]`` as floor, ceiling or sky."""
+    b, w, h = v.b, v.w, v.h
     # int16 halves the memory traffic: |texel coordinates| < 2**15 since MAX_ROW_DIST is capped
-    scale = (row_dist * TEX)[:, None]
-    tx = torch.addcmul((s.x * TEX)[:, None, None], rx[..., None], scale).to(torch.int16)
-    ty = torch.addcmul((s.y * TEX)[:, None, None], ry[..., None], scale).to(torch.int16)
+    scale = (r.dist * TEX)[:, None]
+    tx = torch.addcmul((s.x * TEX)[:, None, None], v.rx[..., None], scale).to(torch.int16)
+    ty = torch.addcmul((s.y * TEX)[:, None, None], v.ry[..., None], scale).to(torch.int16)
     local = ((ty & (TEX - 1)) << 5) | (tx & (TEX - 1))
-    cells = (((ty & ((MAP_SIZE - 1) << 5)) | ((tx >> 5) & (MAP_SIZE - 1))) + row_off).view(-1)
+    cells = (((ty & ((MAP_SIZE - 1) << 5)) | ((tx >> 5) & (MAP_SIZE - 1))) + r.offset).view(-1)
     del tx, ty
     index = s.cell_base.view(-1).index_select(0, cells).view(b, w, h) + local
-    shade = ((s.cell_light.view(-1).index_select(0, cells).view(b, w, h) * row_factor) >> 6) | row_fog
+    shade = ((s.cell_light.view(-1).index_select(0, cells).view(b, w, h) * r.factor) >> 6) | r.fog
     del cells, local
-    if bool(outdoor.any()):
-        v = (elev * (SKY_H / SKY_TAN_MAX)).long().clamp_(max=SKY_H - 1)
-        sky_row = (s.sky_base[:, None] + v * SKY_W).to(torch.int32)[:, None]
-        angle = s.yaw[:, None] / (2 * math.pi) + camx[None] * (math.radians(FOV_DEG) / (4 * math.pi))
+    if bool(r.outdoor.any()):
+        sky_v = (r.elev * (SKY_H / SKY_TAN_MAX)).long().clamp_(max=SKY_H - 1)
+        sky_row = (s.sky_base[:, None] + sky_v * SKY_W).to(torch.int32)[:, None]
+        angle = s.yaw[:, None] / (2 * math.pi) + v.camx[None] * (math.radians(FOV_DEG) / (4 * math.pi))
         sky_col = (((angle + 2.0) * SKY_W).to(torch.int32) % SKY_W)[..., None]  # angle > -2
-        index += sky_rows.to(torch.int32)[:, None] * (sky_row + sky_col - index)
+        index += r.sky.to(torch.int32)[:, None] * (sky_row + sky_col - index)
+    return index, shade
 
-    # ---- pixels: walls, then the sprite layers over them
-    wall_row = torch.addcmul(wall_bias, vscale, rows).to(torch.int32)
+
+def _paint_walls(index: torch.Tensor, shade: torch.Tensor, v: _View, walls: _Walls) -> torch.Tensor:
+    """Paint the wall spans over ``index`` and ``shade`` in place; returns the wall mask [B, W, H]."""
+    wall_row = torch.addcmul(walls.bias, walls.vscale, v.rows).to(torch.int32)
     on_wall = (wall_row >> 5) == 1
     wall_i = on_wall.to(torch.int32)
-    index += wall_i * (((wall_row << 5) + wall_col) - index)
-    shade += wall_i * (wall_shade - shade)
-    del wall_row, wall_i
+    index += wall_i * (((wall_row << 5) + walls.col) - index)
+    shade += wall_i * (walls.shade - shade)
+    return on_wall
+
+
+def _paint_sprites(index: torch.Tensor, shade: torch.Tensor, layers: list[tuple[torch.Tensor, ...]],
+                   atlas: Atlas, v: _View, aux: bool) -> list[torch.Tensor]:
+    """Paint the sprite layers over ``index`` and ``shade`` in place, only in the columns they touch;
+    with ``aux`` returns each layer's pixel mask [B, W, H]."""
+    b, w, h = v.b, v.w, v.h
     index, shade = index.view(b * w, h), shade.view(b * w, h)
     sprite_hits = []
     for cols, base, vs, bias, sshade, _ in layers:
-        srow = torch.addcmul(bias, vs, rows).to(torch.int32).clamp_(0, SPRITE_ROWS - 1)
+        srow = torch.addcmul(bias, vs, v.rows).to(torch.int32).clamp_(0, SPRITE_ROWS - 1)
         sindex = (srow << 5) + base
         a = atlas.alpha.index_select(0, sindex.view(-1)).view_as(sindex)
         sub = index.index_select(0, cols)
@@ -323,11 +381,15 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
         sub = shade.index_select(0, cols)
         shade.index_copy_(0, cols, sub + a * (sshade - sub))
         if aux:
-            hit = torch.zeros(b * w, h, dtype=torch.bool, device=dev)
+            hit = torch.zeros(b * w, h, dtype=torch.bool, device=index.device)
             sprite_hits.append(hit.index_copy_(0, cols, a.bool()).view(b, w, h))
-    index, shade = index.view(b, w, h), shade.view(b, w, h)
+    return sprite_hits
 
-    # ---- colour: packed texels times brightness, two lanes at a time, summed over ss x ss
+
+def _colour(s: Scene, index: torch.Tensor, shade: torch.Tensor, atlas: Atlas, ss: int) -> torch.Tensor:
+    """uint8 [B, H, W, 3]: packed texels times brightness, two lanes at a time, summed over
+    ``ss x ss``, then fog and weather."""
+    b, w, h = index.shape
     texel = atlas.rgb.index_select(0, index.view(-1)).view(b, w, h)
     m = shade & 0xFFFF
     rb = _pool((((texel & 0xFF00FF) * m) >> 6) & 0x01FF01FF, ss)  # red and blue lanes
@@ -338,9 +400,32 @@ def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
     rgb *= 1.0 / (ss * ss)
     if bool((s.weather != WEATHER_NONE).any()):
         rgb = _weather(s, rgb)
-    out = Rendered(_to_int(rgb.clamp_(0, 255), torch.uint8).transpose(1, 2).contiguous())
+    return _to_int(rgb.clamp_(0, 255), torch.uint8).transpose(1, 2).contiguous()
+
+
+def render(s: Scene, atlas: Atlas, height: int, width: int, ss: int = 2,
+           aux: bool = False) -> Rendered:
+    """Render B worlds at ``height x width`` (rendered ``ss`` times larger, then averaged).
+
+    Pixel tensors are column-major ``[B, W, H]``: a raycaster works column by column, and it lets
+    the sprite pass touch only the columns that have a sprite.
+    """
+    if not 1 <= ss <= 11:
+        raise ValueError("supersampling must be 1..11 (the colour lanes hold 11 x 11 samples)")
+    v = _view(s, height, width, ss)
+    # 1. Columns: the nearest wall of every ray, then the sprites in front of it.
+    walls = _wall_columns(s, v)
+    layers = _sprite_layers(s, v, walls.dist)
+    # 2. Rows: floor and ceiling distance, fog, sky.
+    rows = _row_terms(s, v)
+    # 3. Pixels: floor, ceiling and sky texels; the walls over them; the sprites over those.
+    index, shade = _floor_ceiling_sky(s, v, rows)
+    on_wall = _paint_walls(index, shade, v, walls)
+    sprite_hits = _paint_sprites(index, shade, layers, atlas, v, aux)
+    # 4. Colour.
+    out = Rendered(_colour(s, index, shade, atlas, ss))
     if aux:
-        out.depth, out.seg = _aux(ss, dist, row_dist, below, sky_rows, on_wall, sprite_hits,
+        out.depth, out.seg = _aux(ss, walls.dist, rows.dist, rows.below, rows.sky, on_wall, sprite_hits,
                                   [layer[-1] for layer in layers])
     return out
 

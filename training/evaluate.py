@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..controls import CtrlInput
-from ..engine import WorldEngine
-from ..sim.captions import make_caption
-from ..sim.themes import THEME_NAMES, Look
-from ..sim import EpisodeSpec, policy_actions
-from ..sim import rollout as simulate
+from world_engine.controls import CtrlInput
+from world_engine.engine import WorldEngine
+from simulator.captions import make_caption
+from simulator.themes import THEME_NAMES, Look
+from simulator import EpisodeSpec, policy_actions
+from simulator import rollout as simulate
 from .fps import measure_fps
 
 EVAL_SEED = 10_000_000  # far from the training seeds
@@ -246,7 +246,7 @@ def evaluate(model: Path | None, out: Path, episodes: int, drift_frames: int, pr
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m world_engine.train eval", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training eval", description=__doc__)
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
     parser.add_argument("--out", type=Path, default=Path("docs/eval"))
     parser.add_argument("--episodes", type=int, default=8)

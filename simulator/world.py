@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..controls import CtrlInput, ctrl_vector, validate_ctrl
+from world_engine.controls import CtrlInput, ctrl_vector, validate_ctrl
 from . import physics, rng
 from .captions import make_caption
 from .constants import (CTRL_DIM, LIQUID_FRAMES, MAP_SIZE, N_BUTTONS, SWITCH_FRAMES, TEX)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from ..config import WorldConfig
-from ..engine import EMBEDDED_MODEL
-from ..model.dit import WorldDiT
-from ..model.text_encoder import HashedTextEncoder, TextEncoderConfig
-from ..model.tiny_autoencoder import TinyAutoencoder
-from ..model.weights import unshared_state_dict
+from world_engine.config import WorldConfig
+from world_engine.engine import EMBEDDED_MODEL
+from world_engine.model.dit import WorldDiT
+from world_engine.model.text_encoder import HashedTextEncoder, TextEncoderConfig
+from world_engine.model.tiny_autoencoder import TinyAutoencoder
+from world_engine.model.weights import unshared_state_dict
 from .checkpoint import load_checkpoint, unprefixed
 from .config import RUN_DIR
 
@@ -54,7 +54,7 @@ def export(df_checkpoint: Path, ae_folder: Path, out: Path, sigmas: list[float] 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m world_engine.train export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training export", description=__doc__)
     parser.add_argument("--df", type=Path, default=RUN_DIR / "df" / "checkpoint", help="stage-1 checkpoint folder")
     parser.add_argument("--ae", type=Path, default=RUN_DIR / "ae" / "final", help="autoencoder folder")
     parser.add_argument("--out", type=Path, default=EMBEDDED_MODEL)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from ..controls import VK
+from world_engine.controls import VK
 
 # Timing and camera.
 FPS = 15
@@ -27,6 +27,9 @@ MAX_PITCH = math.radians(30.0)
 YAW_PER_MOUSE_UNIT = math.radians(0.5)
 PITCH_PER_MOUSE_UNIT = math.radians(0.5)
 MOUSE_CAP = 24.0
+# The player's pointer calibration: one pixel of pointer movement is 0.3 units (0.15 degree), so a
+# comfortable flick of 30-80 px per frame is a clearly visible 5-12 degree turn.
+POINTER_UNITS_PER_PIXEL = 0.3
 # The arrow keys LEFT/RIGHT turn by this much per frame (UP/DOWN alias W/S).
 ARROW_TURN = math.radians(4.0)
 

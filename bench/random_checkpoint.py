@@ -9,11 +9,11 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from .config import WorldConfig
-from .model.autoencoder import AEConfig, Decoder, Encoder
-from .model.dit import WorldDiT
-from .model.tiny_autoencoder import TinyAEConfig, TinyAutoencoder
-from .model.weights import unshared_state_dict
+from world_engine.config import WorldConfig
+from world_engine.model.autoencoder import AEConfig, Decoder, Encoder
+from world_engine.model.dit import WorldDiT
+from world_engine.model.tiny_autoencoder import TinyAEConfig, TinyAutoencoder
+from world_engine.model.weights import unshared_state_dict
 
 TINY_CONFIG: dict[str, Any] = {
     "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2, "mlp_ratio": 2,

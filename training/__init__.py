@@ -1,4 +1,4 @@
-"""Training stack of the embedded world model: one module per stage, run as ``python -m world_engine.train``.
+"""Training stack of the embedded world model: one module per stage, run as ``python -m training``.
 
 Stages: ``data`` (render simulator episodes), ``ae`` (tiny autoencoder), ``df`` (diffusion-forcing
 DiT + hashed text encoder), ``export`` (write ``world_engine/embedded``), ``eval`` (metrics against

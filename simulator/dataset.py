@@ -38,7 +38,7 @@ from .policy import Policy, policy_seeds
 from .themes import ATTRIBUTE_NAMES, THEME_NAMES
 from .world import EPISODE_FRAMES, EpisodeSpec, WorldBatch
 
-FORMAT = "world_engine.sim/1"
+FORMAT = "simulator/1"
 EVAL_SEED_BASE = 10 ** 9  # evaluation episodes never share seeds with training data (< 1e9)
 
 

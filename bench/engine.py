@@ -1,8 +1,8 @@
 """Benchmark the engine: ms per DiT forward and per frame, fps, TFLOP/s against the matmul peak.
 
-    python -m world_engine.bench --model waypoint-1-small          # exact config, random weights
-    python -m world_engine.bench --model path/or/repo --steps 4 2
-    python -m world_engine.bench --model embedded --device cpu
+    python -m bench.engine --model waypoint-1-small          # exact config, random weights
+    python -m bench.engine --model path/or/repo --steps 4 2
+    python -m bench.engine --model embedded --device cpu
 
 Random weights need no download; the released config is ``WAYPOINT_1_SMALL`` below
 (``waypoint-format.md`` §5.1). Prints a table and writes JSON with ``--json``.
@@ -21,9 +21,9 @@ from typing import Any, Callable
 
 import torch
 
-from .config import WorldConfig
-from .controls import VK, CtrlInput
-from .engine import WorldEngine
+from world_engine.config import WorldConfig
+from world_engine.controls import VK, CtrlInput
+from world_engine.engine import WorldEngine
 
 WAYPOINT_1_SMALL: dict[str, Any] = {
     "d_model": 2560, "n_heads": 40, "n_kv_heads": 20, "n_layers": 22, "mlp_ratio": 5, "channels": 16,
@@ -86,7 +86,7 @@ def build_engine(model: str, device: torch.device, dtype: torch.dtype, layers: i
     if model == "embedded":
         return WorldEngine(None, device=device, dtype=dtype, seed=0)
     if model == "waypoint-1-small":
-        from .testing import write_random_checkpoint
+        from bench.random_checkpoint import write_random_checkpoint
 
         values = dict(WAYPOINT_1_SMALL, n_layers=layers or WAYPOINT_1_SMALL["n_layers"])
         with tempfile.TemporaryDirectory() as tmp:  # gigabytes of random weights: never left behind
@@ -126,18 +126,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         engine.gen_frame(walk, return_img=False)
     result["warmup_s"] = round(time.perf_counter() - warm_start, 2)
 
-    control = engine._control_context(walk)
-    prompt = engine._prompt_context()
+    # One denoising step as gen_frame runs it (the engine's forward, compiled when the engine is).
+    conditions = engine.frame_conditions(walk)
     x = torch.randn((1, 1, *cfg.latent_shape), device=device, dtype=dtype)
-    ts = engine._timestamps()
-    noise_ctx = engine._steps[0][0]
-
-    def one_forward() -> None:
-        engine.cache.begin(engine.frame_index, write=False)
-        with torch.inference_mode():
-            engine.model(x, noise_ctx, ts, control, prompt, cache=engine.cache)
-
-    fwd = timed(one_forward, device, args.repeats)
+    fwd = timed(lambda: engine.denoise_step(x, conditions, 0), device, args.repeats)
     result["forward_ms"] = round(statistics.median(fwd), 2)
     result["forward_ms_min"] = round(min(fwd), 2)
     result["forward_tflops"] = round(forward_flops(cfg) / (min(fwd) / 1000) / 1e12, 3)

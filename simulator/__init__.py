@@ -5,7 +5,7 @@ the app's playable "reality" mode. Controls are the engine's ``CtrlInput`` (Wind
 codes, per-frame mouse delta); the scales are in ``constants``. Quick start::
 
     from world_engine.controls import CtrlInput, VK
-    from world_engine.sim import World
+    from simulator import World
 
     world = World.from_seed(7, theme="ice_cave", size=64)
     frame = world.step(CtrlInput(button={VK["W"]}, mouse=(4.0, 0.0)))  # frame.rgb: uint8 HxWx3

@@ -1,8 +1,8 @@
 """Command line: play the simulator in a terminal, print a map, list the themes.
 
-    python -m world_engine.sim play [--seed 7] [--theme ice_cave] [--size 48]
-    python -m world_engine.sim map [--seed 7]
-    python -m world_engine.sim themes
+    python -m simulator play [--seed 7] [--theme ice_cave] [--size 48]
+    python -m simulator map [--seed 7]
+    python -m simulator themes
 
 The terminal player draws with 24-bit colour half blocks. Terminals report key presses, not
 releases, so each press holds its key for one frame (key repeat walks continuously): w a s d move
@@ -18,7 +18,7 @@ import select
 import sys
 import time
 
-from ..controls import VK, CtrlInput
+from world_engine.controls import VK, CtrlInput
 from .constants import FPS
 from .maps import DOOR, LIQUID
 from .themes import THEME_NAMES, THEMES
@@ -108,7 +108,7 @@ def print_map(seed: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m world_engine.sim", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("play", help="play in this terminal")
     p.add_argument("--seed", type=int, default=7)

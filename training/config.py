@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import WorldConfig
+from simulator.constants import MOUSE_CAP, POINTER_UNITS_PER_PIXEL
+from world_engine.config import WorldConfig
 
 RUN_DIR = Path("runs/embedded")
 
@@ -22,22 +23,28 @@ class DataConfig:
     """Pre-rendered simulator episodes (frames, controls, captions) used by every stage."""
 
     out: Path = RUN_DIR / "data"
-    episodes: int = 384
+    episodes: int = 640
     frames: int = 96  # per episode
     image_size: int = 64
     seed: int = 0
-    workers: int = 1  # render threads
+    branch_groups: int = 1536  # branched clips (training.data.render_branches), in <out>/branches
+    branch_copies: int = 4
+    branch_clip_frames: int = 12
+    branch_frames: int = 2  # the last frames of a clip, where the copies take different actions
 
 
 @dataclass
 class AEConfig:
     data: Path = RUN_DIR / "data"
     out: Path = RUN_DIR / "ae"
-    steps: int = 3000
+    steps: int = 20000
+    minutes: float = 0.0  # stop after this much wall time (0 = no limit); writes <out>/final either way
     batch_size: int = 32
     lr: float = 1e-3
+    latent_channels: int = 8
+    widths: str = "128,64,32"  # decoder widths from the latent grid up; 3 stages = f8 (8x8 latents at 64 px)
     decoder_only: bool = False  # fine-tune the decoder of <out>/final; latents stay unchanged
-    crop_fraction: float = 0.8  # share of steps on half-size crops
+    crop_fraction: float = 0.0  # share of steps on half-size crops (they hurt full-frame PSNR)
     latent_noise: float = 0.1  # decoder sees z + noise*N(0,1) on half the batch (tolerates generated latents)
     edge_weight: float = 0.5
     log_every: int = 50
@@ -53,44 +60,55 @@ class DFConfig:
     out: Path = RUN_DIR / "df"
     steps: int = 20000
     minutes: float = 0.0  # stop after this much wall time (0 = no limit); resumable
-    batch_size: int = 8
-    clip_frames: int = 12  # covers the longest attention window (global: 12 frames)
+    batch_size: int = 8  # clips per process
+    clip_frames: int = 8  # the attention window: every distance used in play is seen in training
     lr: float = 5e-4
     warmup: int = 200
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    ema: float = 0.999
-    sigma_shift: float = 1.0  # s > 1 moves sigma toward 1 (s*sigma / (1 + (s-1)*sigma)): more weight on
+    ema: float = 0.998
+    sigma_shift: float = 3.0  # s > 1 moves sigma toward 1 (s*sigma / (1 + (s-1)*sigma)): more weight on
     # high noise, where only the context and the controls tell what comes next
-    clean_context_prob: float = 0.5  # per clip: context sigma ~ U[0, 0.1], last 1-4 frames full range
-    context_sigma_max: float = 0.1
+    context_sigma_max: float = 0.1  # noise on the context copies: robustness to the model's own history
+    branch_share: float = 0.5  # share of every batch made of branched clip groups (scored on the branch)
+    branch_weight: float = 4.0  # loss weight of a branch frame: the one place where only the action tells
+    # what comes next, so the control path learns from it (embedded-model-diagnosis.md §8)
     ctrl_dropout: float = 0.1
     prompt_dropout: float = 0.1
     theme_loss_weight: float = 0.1  # auxiliary theme head on the text encoder
+    bf16: bool = False  # bf16 autocast (CPUs with avx512_bf16, GPUs)
     log_every: int = 50
-    save_every: int = 500
+    save_every: int = 250
     seed: int = 0
     device: str = "cpu"
     d_model: int = 128
-    n_layers: int = 4
+    n_layers: int = 6
     n_heads: int = 2
+    patch: int = 2  # latent cells per token side: an 8x8 f8 latent becomes 16 tokens
 
 
-def embedded_world_config(d_model: int = 128, n_layers: int = 4, n_heads: int = 2, latent_channels: int = 16,
-                          latent_size: int = 4, prompt_dim: int = 128,
+def embedded_world_config(d_model: int = 128, n_layers: int = 6, n_heads: int = 2, latent_channels: int = 8,
+                          latent_size: int = 8, patch: int = 2, prompt_dim: int = 128,
                           sigmas: list[float] | None = None) -> WorldConfig:
-    """The shipped model's architecture: 16 tokens/frame, an 8-frame local window, and every
-    third layer global over 12 frames at dilation 2 (training clips are 12 frames long, so no
-    attention distance at play time is unseen in training)."""
+    """The shipped model's architecture: 16 tokens/frame and an 8-frame window in every layer (the
+    training clips are 8 frames long, so no attention distance at play time is unseen in training,
+    and one visibility mask serves all layers).
+
+    Its control convention: the simulator's mouse units (0.3 per pointer pixel, at most 24 per
+    frame) scaled by 1/8 into the range of the 0/1 buttons, fused without the RMS norm so that a
+    small turn stays small (``embedded-model-diagnosis.md`` §0.2).
+    """
+    grid = latent_size // patch
     return WorldConfig(
         d_model=d_model, n_heads=n_heads, n_layers=n_layers, mlp_ratio=3, channels=latent_channels,
-        height=latent_size, width=latent_size, tokens_per_frame=latent_size * latent_size,
-        local_window=8, global_window=12, global_attn_period=3, global_pinned_dilation=2,
+        height=grid, width=grid, tokens_per_frame=grid * grid, patch=(patch, patch),
+        local_window=8, global_window=8, global_attn_period=n_layers, global_pinned_dilation=1,
         n_buttons=256, ctrl_conditioning_period=1, ctrl_cond_dropout=0.1,
         scheduler_sigmas=sigmas or [1.0, 0.75, 0.5, 0.25, 0.0], noise_conditioning="wan",
         ctrl_conditioning="mlp_fusion", prompt_conditioning="cross_attention", prompt_conditioning_period=2,
         prompt_embedding_dim=prompt_dim, prompt_cond_dropout=0.1, prompt_encoder_uri="./text_encoder",
-        ae_uri="./autoencoder")
+        ae_uri="./autoencoder", mouse_scale=1 / 8, ctrl_fusion_norm="none",
+        mouse_units_per_pixel=POINTER_UNITS_PER_PIXEL, mouse_cap=MOUSE_CAP)
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks and their helpers (timed scripts, not tests): `python -m bench.engine --help`."""

@@ -24,7 +24,7 @@ from world_engine.model.tiny_autoencoder import TinyAutoencoder
 from simulator import EpisodeSpec, WorldBatch, rollout
 from simulator.constants import (CTRL_DIM, KEY_BACK, KEY_FORWARD, KEY_JUMP, KEY_LEFT, KEY_RIGHT,
                                  KEY_SPRINT, MOUSE_CAP)
-from simulator.policy import MODES, Policy, policy_seeds
+from simulator.policy import Policy, policy_seeds
 from simulator.themes import THEME_NAMES
 from .config import DataConfig, add_arguments, from_arguments
 

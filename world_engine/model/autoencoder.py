@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from safetensors.torch import load_file
 from torch import nn
 
-from .weights import load_strict
+from .weights import load_strict, read_yaml_mapping
 
 ENCODE_SIZE = (512, 512)
 DECODE_SIZE = (360, 640)
@@ -36,11 +35,7 @@ class AEConfig:
 
     @classmethod
     def from_yaml(cls, path: Path, blocks_key: str) -> "AEConfig":
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-        model = raw.get("model") if isinstance(raw, dict) else None
-        if not isinstance(model, dict):
-            raise ValueError(f"{path}: expected a top-level 'model:' mapping")
+        model = read_yaml_mapping(path, "model")
         try:
             return cls(channels=int(model["channels"]), latent_channels=int(model["latent_channels"]),
                        ch_0=int(model["ch_0"]), ch_max=int(model["ch_max"]),

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from .weights import load_small_model, save_small_model
+from .weights import dataclass_from_yaml, load_small_model, save_small_model
 
 CONFIG_NAME = "text_encoder.yaml"
 WEIGHTS_NAME = "text_encoder.safetensors"
@@ -36,14 +35,7 @@ class TextEncoderConfig:
 
     @classmethod
     def from_yaml(cls, path: Path) -> "TextEncoderConfig":
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping")
-        try:
-            return cls(**raw)
-        except TypeError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        return dataclass_from_yaml(cls, path)
 
 
 def hash_tokens(text: str, buckets: int, max_words: int) -> list[int]:

@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from .autoencoder import to_image_tensor
-from .weights import load_small_model, save_small_model
+from .weights import dataclass_from_yaml, load_small_model, save_small_model
 
 CONFIG_NAME = "tiny_autoencoder.yaml"
 WEIGHTS_NAME = "tiny_autoencoder.safetensors"
@@ -52,14 +51,7 @@ class TinyAEConfig:
 
     @classmethod
     def from_yaml(cls, path: Path) -> "TinyAEConfig":
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping")
-        try:
-            cfg = cls(**raw)
-        except TypeError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        cfg = dataclass_from_yaml(cls, path)
         cfg.validate()
         return cfg
 

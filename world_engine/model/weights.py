@@ -1,15 +1,42 @@
-"""Strict state-dict loading with errors that name the offending key and file."""
+"""Model files: YAML configs read into dataclasses, and strict state-dict loading, with errors that
+name the offending key and file."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+
+def read_yaml_mapping(path: str | Path, section: str | None = None) -> dict[str, Any]:
+    """The mapping in a YAML file (or under its top-level ``section``); ``ValueError`` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent}: no {path.name}")
+    with open(path, encoding="utf-8") as f:
+        values = yaml.safe_load(f)
+    if section is not None:
+        values = values.get(section) if isinstance(values, dict) else None
+    if not isinstance(values, dict):
+        where = f"a top-level '{section}:' mapping" if section else "a mapping of config keys"
+        raise ValueError(f"{path}: expected {where}")
+    return values
+
+
+def dataclass_from_yaml(cls: type[T], path: str | Path) -> T:
+    """``cls(**mapping)`` for a YAML file whose keys are the dataclass's fields."""
+    values = read_yaml_mapping(path)
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:

@@ -484,20 +484,6 @@ def colour_features(frames: torch.Tensor, bins: int = 4) -> torch.Tensor:
     return hist / hist.sum(dim=1, keepdim=True)
 
 
-def adam(params: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], lr: float, steps: int) -> None:
-    """Full-batch Adam, written out: ``torch.optim`` imports ``torch._dynamo``, which costs more on a
-    busy 2-core machine than the whole fit."""
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
-    for t in range(1, steps + 1):
-        grads = torch.autograd.grad(loss_fn(), params)
-        with torch.no_grad():
-            for p, g, m_i, v_i in zip(params, grads, m, v):
-                m_i.mul_(0.9).add_(g, alpha=0.1)
-                v_i.mul_(0.999).addcmul_(g, g, value=0.001)
-                p -= lr * (m_i / (1 - 0.9 ** t)) / ((v_i / (1 - 0.999 ** t)).sqrt() + 1e-8)
-
-
 def train_theme_classifier(episodes_per_theme: int = 6, frames: int = 24) -> tuple[torch.nn.Module, float]:
     """Logistic regression on colour histograms of simulator frames (all modifiers); returns the
     classifier and its accuracy on simulator frames of other episodes."""
@@ -510,7 +496,12 @@ def train_theme_classifier(episodes_per_theme: int = 6, frames: int = 24) -> tup
     clf = torch.nn.Linear(x.shape[1], len(THEME_NAMES))
     for p in clf.parameters():  # the fit is convex: a zero start makes the report reproducible
         torch.nn.init.zeros_(p)
-    adam(list(clf.parameters()), lambda: F.cross_entropy(clf(x[train] * 10), y[train]), lr=0.05, steps=500)
+    opt = torch.optim.Adam(clf.parameters(), lr=0.05)
+    for _ in range(500):  # full batch
+        loss = F.cross_entropy(clf(x[train] * 10), y[train])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     with torch.no_grad():
         acc = (clf(x[test] * 10).argmax(1) == y[test]).float().mean().item()
     return clf, acc

@@ -9,10 +9,15 @@ mouse, virtual joystick or a gamepad.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
+import signal
+import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -20,6 +25,7 @@ import gradio as gr  # noqa: E402
 
 from player.backends import create_backend, detect_kind, model_catalog  # noqa: E402
 from player.component import WorldPlayer  # noqa: E402
+from player.guard import Limits  # noqa: E402
 from player.handlers import WorldApp  # noqa: E402
 from player.validation import MAX_PROMPT_CHARS, MAX_STEPS  # noqa: E402
 
@@ -34,6 +40,11 @@ CSS = """
 THEME = gr.themes.Soft(primary_hue="amber", secondary_hue="indigo")
 # Runs in the page before a play request is queued, so a waiting player sees why nothing moves yet.
 SHOW_STARTING = "(...args) => { window.__wmShow && window.__wmShow('Starting\u2026 (waiting in line if the demo is busy)'); return args; }"
+# Runs when a play request is refused or fails (full queue, a limit, a bad value): the overlay must
+# not keep saying "waiting in line" for a request that is no longer anywhere.
+CLEAR_STARTING = "() => { window.__wmShow && window.__wmShow('Press Start to enter the world'); }"
+QUEUE_SIZE = 20
+STATUS_UPDATE_S = 1.0     # queue positions are re-sent every second, so they move when someone ahead leaves
 CONCURRENCY = {"cpu": 2, "cuda": 1, "zerogpu": 4}   # worlds streaming at once; the rest wait in the queue
 LAUNCH = dict(css=CSS, theme=THEME, max_file_size="20mb")
 HELP = """**Keyboard** W A S D move · Shift sprint · Space jump · Ctrl/C crouch · E use · arrows look ·
@@ -91,16 +102,18 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
                         log_out = gr.File(label="Control log (JSON)")
 
         play_inputs = [prompt, seed, model, steps, start_png]
+        # preprocess=False: the handlers check every raw value themselves (one validation path, with
+        # readable escaped errors) instead of Gradio's bare "Error" for a seed of "abc".
         common = dict(outputs=[player, status], concurrency_id="play", show_progress="hidden",
-                      show_progress_on=[status], js=SHOW_STARTING)
-        start.click(app.play, play_inputs, **common)
-        run_path.click(app.play_path, [script, *play_inputs], **common)
+                      show_progress_on=[status], js=SHOW_STARTING, preprocess=False)
+        start.click(app.play, play_inputs, **common).failure(None, js=CLEAR_STARTING)
+        run_path.click(app.play_path, [script, *play_inputs], **common).failure(None, js=CLEAR_STARTING)
         pause.click(app.pause, None, None, queue=False, show_progress="hidden")
         reset.click(app.reset, None, [player, status], queue=False, show_progress="hidden")
         player.control(app.control, None, None, queue=False, trigger_mode="multiple", show_progress="hidden",
                        api_visibility="private")
-        prompt.submit(app.set_prompt, [prompt], None, queue=False, show_progress="hidden")
-        steps.release(app.set_steps, [steps], None, queue=False, show_progress="hidden")
+        prompt.submit(app.set_prompt, [prompt], None, queue=False, show_progress="hidden", preprocess=False)
+        steps.release(app.set_steps, [steps], None, queue=False, show_progress="hidden", preprocess=False)
         start_file.change(app.load_start_image, [start_file], [start_png, start_preview])
         log_file.upload(app.load_log, [log_file], [prompt, seed, model, steps, path_note])
         download.click(app.download, [overlay], [video_out, log_out])
@@ -109,6 +122,36 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
         demo.load(app.current_status, None, status, queue=False)
         demo.unload(app.unload)
     return demo
+
+
+def configure_queue(demo: gr.Blocks, concurrency: int) -> gr.Blocks:
+    """The bounded queue, with positions re-sent every second."""
+    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=concurrency, status_update_rate=STATUS_UPDATE_S)
+
+
+def launch_kwargs(app: WorldApp, demo: gr.Blocks) -> dict[str, Any]:
+    """``demo.launch`` arguments: the page styling plus the gate (live pages, per-client limits,
+    body sizes) in front of Gradio."""
+    return {**LAUNCH, **app.attach(demo)}
+
+
+def private_temp_dir() -> Path:
+    """Gradio's uploads and our downloads in one folder of this process, removed when it exits
+    (also on SIGTERM); an operator's own GRADIO_TEMP_DIR is kept, only our folders in it go."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return Path(os.environ["GRADIO_TEMP_DIR"])
+    folder = Path(tempfile.mkdtemp(prefix="world-player-gradio-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a container stopping) closes the server like Ctrl+C, so the exit hooks run."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def main() -> None:
@@ -122,23 +165,30 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=20.0, help="target frames per second (default 20)")
     parser.add_argument("--idle-timeout", type=float, default=None,
                         help="pause after this many seconds without input (default 300; 60 on ZeroGPU)")
+    parser.add_argument("--trust-forwarded-for", action=argparse.BooleanOptionalAction, default=None,
+                        help="tell visitors apart by the first X-Forwarded-For hop (default: only on Hugging Face "
+                             "Spaces, whose proxy sets it); without a trusted proxy a client could forge it")
     args = parser.parse_args()
 
     kind = detect_kind()
     public = args.share or args.host not in ("127.0.0.1", "localhost", "::1") or bool(os.environ.get("SPACE_ID"))
+    private_temp_dir()
+    _stop_on_sigterm()
     models = model_catalog(args.model, kind)
     if not models:
         parser.error("no model to serve: the embedded model is missing from this checkout; pass --model <folder>")
     backend = create_backend(kind, segment_seconds=60.0 if kind == "zerogpu" else 3600.0)
     idle = args.idle_timeout if args.idle_timeout is not None else (60.0 if kind == "zerogpu" else 300.0)
-    app = WorldApp(backend, models, allow_custom_models=not public, fps=args.fps, idle_timeout_s=idle)
+    trust = args.trust_forwarded_for if args.trust_forwarded_for is not None else bool(os.environ.get("SPACE_ID"))
+    limits = Limits.for_concurrency(CONCURRENCY[kind], trust_forwarded_for=trust)
+    app = WorldApp(backend, models, allow_custom_models=not public, fps=args.fps, idle_timeout_s=idle, limits=limits)
     if kind == "zerogpu":
         backend.warm_up(models)             # weights must be in place before the first GPU fork
     else:
         threading.Thread(target=backend.warm_up, args=(models,), daemon=True).start()
     demo = build_demo(app, models[0].key)
-    demo.queue(max_size=20, default_concurrency_limit=CONCURRENCY[kind])
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH)
+    configure_queue(demo, CONCURRENCY[kind])
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(app, demo))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 of machine that runs the sessions' frame loops.
 
 * ``Backend`` (CPU): the small embedded model, eager, frame loop in the Gradio worker thread.
-* ``CudaBackend``: a local GPU; the engine compiles its DiT at warm-up (persistent inductor cache)
-  and one engine thread owns the GPU, because compiled kernels and CUDA graphs belong to the thread
-  that built them.
+* ``CudaBackend``: a local GPU; warm-up builds and compiles every GPU model of the catalog (the
+  inductor cache lives on disk, so a restart does not recompile) and one engine thread owns the GPU,
+  because compiled kernels and CUDA graphs belong to the thread that built them.
 * ``ZeroGpuBackend``: Hugging Face ZeroGPU; each stretch of play is a ``@spaces.GPU`` generator of
   bounded duration running in a forked worker that reads controls from shared memory, encodes JPEGs
-  there and rebuilds the world from the kept frames when it lands on a fresh worker.
+  there and rebuilds the world from the kept frames when it lands on a fresh worker. Warm-up loads
+  every model (and its prompt encoder) in the main process, where ZeroGPU packs the weights, and
+  compiles each GPU model's DiT step ahead of time (AOTInductor) in one GPU call, keeping the
+  package on disk for the next start. The CPU-sized embedded model runs on the CPU, outside
+  ``@spaces.GPU``, so it never spends a visitor's GPU quota.
 
 ``spaces.GPU`` is the identity off ZeroGPU, so the same code runs everywhere. Engines are
 ``world_engine.protocol.WorldSource`` objects; every browser session plays its own ``fork()``.
@@ -16,8 +20,13 @@ of machine that runs the sessions' frame loops.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
+import shutil
+import sys
 import threading
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -72,12 +81,19 @@ def model_catalog(extra_models: list[str], kind: str) -> list[ModelChoice]:
 
 
 class EngineCache:
-    """The shared engine (weights) of each model: built once, even when two sessions ask at once."""
+    """The shared engine (weights) of each model: built once, even when two sessions ask at once.
 
-    def __init__(self, device: str, compile: bool, capacity: int = 4) -> None:
-        self.device, self.compile, self.capacity = device, compile, capacity
+    ``device`` is where engines compute, or a function of the model's uri that says where.
+    """
+
+    def __init__(self, device: str | Callable[[str | None], str], compile: bool, capacity: int = 4,
+                 attention: str | None = None) -> None:
+        self.device, self.compile, self.capacity, self.attention = device, compile, capacity, attention
         self._engines: OrderedDict[str | None, WorldSource] = OrderedDict()
         self._lock = threading.Lock()
+
+    def device_for(self, uri: str | None) -> str:
+        return self.device(uri) if callable(self.device) else self.device
 
     def get(self, uri: str | None) -> WorldSource:
         with self._lock:
@@ -93,7 +109,9 @@ class EngineCache:
             return Reality()
         from world_engine import WorldEngine
 
-        return WorldEngine(model=uri, device=self.device, compile=self.compile)
+        device = self.device_for(uri)
+        return WorldEngine(model=uri, device=device, compile=self.compile and device != "cpu",
+                           attention=self.attention)
 
 
 class WarmUp:
@@ -169,31 +187,112 @@ class Backend:
         self.worlds.drop(key)
 
 
+def persistent_cache_dir(name: str) -> Path:
+    """A folder that outlives the process: ``$WORLD_PLAYER_CACHE`` (default ``~/.cache/world-player``;
+    on a Space with persistent storage, ``/data/world-player``)."""
+    default = Path("/data/world-player") if Path("/data").is_dir() and os.access("/data", os.W_OK) \
+        else Path.home() / ".cache" / "world-player"
+    root = Path(os.environ.get("WORLD_PLAYER_CACHE", default))
+    return root / name
+
+
+def _gpu_choices(choices: list[ModelChoice]) -> list[ModelChoice]:
+    return [c for c in choices if c.uri != REALITY]
+
+
 class CudaBackend(Backend):
-    """A local GPU, owned by one engine thread; the DiT compiles at warm-up."""
+    """A local GPU, owned by one engine thread; warm-up compiles every GPU model of the catalog.
+
+    The inductor/Triton caches live on disk (``TORCHINDUCTOR_CACHE_DIR``), and after warm-up the
+    compile artefacts are saved with ``torch.compiler.save_cache_artifacts`` and loaded back at the
+    next start, so a restart does not recompile.
+    """
 
     kind = "cuda"
     device = "cuda"
     compiles = True
     warm_text = "compiling"
+    warm_frames = 3
 
     def __init__(self, segment_seconds: float) -> None:
+        self.inductor_dir = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
+                                                       str(persistent_cache_dir("inductor"))))
+        os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+        os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+        self.mega_cache = self.inductor_dir / "mega-cache.bin"
         super().__init__(segment_seconds)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "world-player" / "inductor"))
-        os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
 
     def call(self, fn: Callable, *args):
         return self._thread.submit(fn, *args).result()
+
+    def _prepare(self, choices: list[ModelChoice]) -> None:
+        """Build every GPU model, load its prompt encoder and run a few frames (compiling it), with
+        the model and the stage in the status line. A model that fails is reported and skipped."""
+        self._load_compile_cache()
+        models = _gpu_choices(choices)
+        failed = []
+        for i, choice in enumerate(models):
+            part = f"{choice.label} ({i + 1}/{len(models)})"
+            base, span = 0.02 + 0.96 * i / len(models), 0.96 / len(models)
+            try:
+                self.warmup.update(base, f"loading {part}")
+                engine = self.call(self.engines.get, choice.uri)
+                if hasattr(engine, "load_prompt_encoder"):
+                    self.warmup.update(base + 0.2 * span, f"loading the prompt encoder of {part}")
+                    self.call(engine.load_prompt_encoder)
+                probe = engine.fork(seed=0)
+                for f in range(self.warm_frames):
+                    self.warmup.update(base + (0.3 + 0.7 * f / self.warm_frames) * span, f"{self.warm_text} {part}")
+                    self.call(probe.next_frame, CtrlInput())
+                probe.close()
+            except Exception as exc:  # the other models stay playable
+                traceback.print_exc()
+                failed.append(f"{choice.label}: {type(exc).__name__}: {exc}")
+        self._save_compile_cache()
+        if failed:
+            raise RuntimeError("; ".join(failed))
+
+    def _load_compile_cache(self) -> None:
+        if self.mega_cache.is_file():
+            try:
+                torch.compiler.load_cache_artifacts(self.mega_cache.read_bytes())
+            except Exception as exc:  # a cache from another torch version: compile afresh
+                print(f"compile cache not loaded ({exc})", file=sys.stderr)
+
+    def _save_compile_cache(self) -> None:
+        try:
+            saved = torch.compiler.save_cache_artifacts()
+        except Exception as exc:
+            print(f"compile cache not saved ({exc})", file=sys.stderr)
+            return
+        if saved:
+            self.mega_cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.mega_cache.with_suffix(".tmp")
+            tmp.write_bytes(saved[0])
+            tmp.replace(self.mega_cache)
+
+
+AOTI_COMPILE_SECONDS = 1500   # the longest GPU call ZeroGPU grants at start-up (HF's AoTI guide)
+AOTI_PACKAGE = Path("root") / "package.pt2"
 
 
 class ZeroGpuBackend(Backend):
     """Hugging Face ZeroGPU: segments run as ``@spaces.GPU`` generators in a forked GPU worker.
 
-    The decorated segment is a bound method wrapped before the first GPU call, so the worker forked
-    at that call inherits this backend (its engines and resident worlds) and only the segment's
-    arguments travel. Weights load eagerly (``spaces`` packs them at launch) and nothing compiles:
-    a JIT compile would rerun in every fresh worker.
+    The decorated functions are bound methods wrapped before the first GPU call, so a worker forked
+    at a call inherits this backend (its engines and resident worlds) and only the arguments travel.
+
+    Warm-up runs in the main process, before launch, where ``torch.cuda`` is ZeroGPU's emulation:
+    engines are built "on cuda" (ZeroGPU packs their weights at launch), prompt encoders are loaded,
+    and nothing reaches the CUDA runtime (the engine makes its noise generator, caches and pinned
+    buffers at the first frame, inside a worker). Each GPU model's flat DiT step is then compiled
+    ahead of time: one ``@spaces.GPU`` call captures a real step call (``spaces.aoti_capture``),
+    exports it and compiles it with AOTInductor into a package on disk
+    (``spaces.aoti_compile_and_save``); the main process patches the step with that package
+    (``spaces.aoti_load_from_package_dir``), whose weights are the module's own, so nothing is
+    copied or drained. A package from an earlier start with the same key is reused as it is. If any
+    of it fails, the model plays eager.
     """
 
     kind = "zerogpu"
@@ -201,16 +300,90 @@ class ZeroGpuBackend(Backend):
 
     def __init__(self, segment_seconds: float) -> None:
         super().__init__(segment_seconds)
+        self.engines = EngineCache(self.device_for, compile=False,
+                                   attention=os.environ.get("WORLD_PLAYER_AOTI_ATTENTION", "sdpa"))
+        self.aoti_dir = persistent_cache_dir("aoti")
+        self.aoti_status: dict[str | None, str] = {}
         self._gpu_segment = spaces.GPU(duration=self._segment_duration)(self._segment_in_worker)
+        self._gpu_compile = spaces.GPU(duration=AOTI_COMPILE_SECONDS)(self._compile_in_worker)
+
+    def device_for(self, uri: str | None) -> str:
+        """The embedded model (uri None) is CPU-sized: it plays on the CPU, never in a GPU call."""
+        return "cpu" if uri is None else self.device
 
     def _prepare(self, choices: list[ModelChoice]) -> None:
-        """Load every engine before the first GPU fork; run no frames (there is no GPU here)."""
+        """Load every engine and prompt encoder before the first GPU fork, then compile the GPU ones
+        ahead of time. A CPU engine runs a frame here (no GPU involved)."""
+        failed = []
         for i, choice in enumerate(choices):
-            self.warmup.update(0.05 + 0.25 * i / len(choices), f"loading {choice.label}")
-            self.engines.get(choice.uri)
+            base = 0.02 + 0.96 * i / len(choices)
+            try:
+                self.warmup.update(base, f"loading {choice.label}")
+                engine = self.engines.get(choice.uri)
+                if choice.uri == REALITY:
+                    continue
+                engine.load_prompt_encoder()
+                if self.device_for(choice.uri) != "cpu":
+                    self._compile_ahead(choice, engine, base)
+                else:
+                    probe = engine.fork(seed=0)
+                    probe.next_frame(CtrlInput())
+                    probe.close()
+            except Exception as exc:
+                traceback.print_exc()
+                failed.append(f"{choice.label}: {type(exc).__name__}: {exc}")
+        if failed:
+            raise RuntimeError("; ".join(failed))
 
+    # Ahead-of-time compilation ------------------------------------------------------------------
+    def aoti_package_dir(self, engine) -> Path:
+        """Where the AOTI package of ``engine``'s step lives: keyed by everything that changes the
+        compiled code (architecture, dtype, attention, torch, the step's source, the GPU), not by the
+        weights, which the package does not hold."""
+        cfg = spaces.config.Config
+        key = {"step": engine.step_signature(), "torch": torch.__version__,
+               "gpu": [cfg.zerogpu_cuda_device_name, cfg.zerogpu_cuda_capability_major,
+                       cfg.zerogpu_cuda_capability_minor]}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        return self.aoti_dir / digest
+
+    def _compile_ahead(self, choice: ModelChoice, engine, base: float) -> None:
+        package_dir = self.aoti_package_dir(engine)
+        try:
+            if not (package_dir / AOTI_PACKAGE).is_file():
+                self.warmup.update(base + 0.01, f"compiling {choice.label} ahead of time (one GPU call, minutes)")
+                self._gpu_compile(choice.uri, str(package_dir))
+                self.aoti_status[choice.uri] = "compiled"
+            else:
+                self.aoti_status[choice.uri] = "reused"
+            spaces.aoti_load_from_package_dir(engine.step_module, package_dir)
+        except Exception as exc:   # plays eager: slower, but it plays
+            traceback.print_exc()
+            self.aoti_status[choice.uri] = f"eager ({type(exc).__name__}: {exc})"
+
+    def _compile_in_worker(self, uri: str | None, package_dir: str) -> str:
+        """In a GPU worker: capture a real step call of a probe world, export it, compile it with
+        AOTInductor and save the package (written beside, then moved in place)."""
+        engine = self.engines.get(uri)
+        probe = engine.fork(seed=0)
+        try:
+            with spaces.aoti_capture(engine.step_module) as call:
+                probe.gen_frame(CtrlInput(), return_img=False)
+        finally:
+            probe.close()
+        exported = engine.export_step(call.args, call.kwargs)
+        final = Path(package_dir)
+        tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        spaces.aoti_compile_and_save(tmp, exported)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.replace(final)
+        return str(final)
+
+    # Play ---------------------------------------------------------------------------------------
     def segments(self, args: SegmentArgs, uri: str | None) -> Iterator[EncodedFrame | Notice]:
-        """GPU engines run in the worker; a world computed on the host (the simulator) runs here."""
+        """GPU engines run in the worker; a world computed on the host (the simulator, the embedded
+        model) runs here, outside ``@spaces.GPU``."""
         if self.engines.get(uri).device.type != "cuda":
             yield from super().segments(args, uri)
             return

@@ -47,6 +47,14 @@ LOOK_RATE_PIXELS = 8 / 0.3
 MAX_SCRIPT_CHARS = 5000
 MAX_SCRIPT_FRAMES = 20000
 MAX_REPEAT = 1000
+VK_LIMIT = 256                        # Windows virtual-key codes are 0..255
+FLOAT32_MAX = 3.4028234663852886e38   # the engines build their control vectors in float32
+
+
+def finite32(value: object) -> bool:
+    """A real number that stays finite as a float32 (1e39 does not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and abs(value) <= FLOAT32_MAX
 
 
 @dataclass(frozen=True)
@@ -163,10 +171,21 @@ class ControlMapper:
         rate_y = stick_y + bool(keys & BIT["down"]) - bool(keys & BIT["up"])
         dx += max(-1.0, min(1.0, rate_x)) * self.look_rate
         dy += max(-1.0, min(1.0, rate_y)) * self.look_rate
+        return self.checked(CtrlInput(button=self.buttons(keys), mouse=(dx, dy)))
+
+    def checked(self, ctrl: CtrlInput) -> CtrlInput:
+        """The one gate every frame's controls pass, live, scripted or replayed: only buttons this
+        model knows, mouse deltas finite in float32 and clamped to the model's cap (if it has one).
+        ``ValueError`` for a delta that is not a finite float32."""
+        dx, dy = ctrl.mouse
+        if not (finite32(dx) and finite32(dy)):
+            raise ValueError(f"mouse deltas must be finite float32 numbers, got {ctrl.mouse!r}")
+        dx, dy = float(dx), float(dy)
         cap = self.convention.mouse_cap
         if cap is not None:
             dx, dy = (max(-cap, min(cap, v)) for v in (dx, dy))
-        return CtrlInput(button=self.buttons(keys), mouse=(dx, dy))
+        buttons = {b for b in ctrl.button if 0 <= b < self.convention.n_buttons}
+        return CtrlInput(button=buttons, mouse=(dx, dy), scroll_wheel=ctrl.scroll_wheel)
 
     def follow(self, state: ControlState) -> None:
         """Take the state's look totals as the baseline without producing a frame."""

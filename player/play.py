@@ -10,17 +10,19 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import gradio as gr
 
 from player.backends import Backend, ModelChoice
 from player.component import frame_value, message_value
+from player.errors import user_error, user_warning
+from player.guard import Limits
 from player.recording import Recorder, Replay
 from player.sessions import ControlBoard, Session
 from player.status import StatusLine
-from player.stream import EncodedFrame, Notice, SegmentArgs, WorldRecipe
+from player.stream import TIME_UP, EncodedFrame, Notice, SegmentArgs, WorldRecipe
 
 Outputs = tuple[Any, Any]     # (player value, status line)
 
@@ -40,13 +42,33 @@ class _Every:
 
 
 class PlayLoop:
-    """Plays sessions' worlds on one backend at ``fps``, pausing after ``idle_timeout_s`` idle."""
+    """Plays sessions' worlds on one backend at ``fps``, pausing after ``idle_timeout_s`` idle.
+
+    Every play has one allowance (``Limits.play_s``, or ``busy_play_s`` while someone waits in
+    line), kept as a deadline in the session's slot: live input, a scripted path, a replay, a
+    hidden tab and a page that stopped acknowledging frames all count against it.
+    """
 
     def __init__(self, backend: Backend, board: ControlBoard, status: StatusLine, fps: float,
-                 idle_timeout_s: float) -> None:
+                 idle_timeout_s: float, limits: Limits | None = None,
+                 waiting: Callable[[], int] = lambda: 0) -> None:
         self.backend, self.board, self.status = backend, board, status
         self.fps, self.idle_timeout_s = fps, idle_timeout_s
+        self.limits, self.waiting = limits or Limits(), waiting
         self._world_ids = itertools.count(1)
+
+    def allowance(self) -> float:
+        """How long a play starting now may last."""
+        return self.limits.busy_play_s + self.limits.busy_grace_s if self.waiting() else self.limits.play_s
+
+    def shorten_turns(self, sessions: Iterable[Session]) -> None:
+        """Someone is waiting: plays in progress end at the busy allowance (with a little grace)."""
+        now = time.time()
+        for session in sessions:
+            if session.running and session.play_started:
+                end = max(now + self.limits.busy_grace_s, session.play_started + self.limits.busy_play_s)
+                if self.board.shorten_deadline(session.slot, end):
+                    session.busy_turn = True
 
     def play(self, session: Session, choice: ModelChoice, seed: int, prompt: str, steps: int,
              start_png: bytes | None, script: list[int] | Replay | None) -> Iterator[Outputs]:
@@ -58,13 +80,21 @@ class PlayLoop:
         self.board.set_steps(session.slot, steps)
         run = session.run = self.board.start_run(session.slot)
         session.running = True
+        session.play_started = time.time()
+        session.busy_turn = bool(self.waiting())
+        self.board.set_deadline(session.slot, session.play_started + self.allowance())
         frames, events = (script.ctrls, script.events) if replay else (tuple(script or ()), ())
+        frames = frames[:self._frames_allowed()]
         yield message_value(f"Loading {choice.label}\u2026"), self.status.text(session, "loading")
         try:
             yield from self._stream(session, run, choice, frames, events)
         finally:
             if session.run == run:      # a newer play of this session may be streaming now
                 session.running = False
+
+    def _frames_allowed(self) -> int:
+        """A scripted path or replay never holds more frames than one allowance plays."""
+        return int(self.limits.play_s * self.fps) + 1
 
     def forget(self, session: Session) -> None:
         """Stop the session's play and forget its world; the next play builds a fresh one."""
@@ -121,14 +151,17 @@ class PlayLoop:
             key=session.key, slot=session.slot, owner=session.owner, run=run, recipe=session.recipe,
             frames_done=session.world_frames, history=tuple(session.history), first_n=session.frames_sent,
             script=script, script_events=events, fps=self.fps, max_seconds=self.backend.segment_seconds,
-            idle_timeout_s=self.idle_timeout_s)
+            idle_timeout_s=self.idle_timeout_s, ack_timeout_s=self.limits.ack_timeout_s,
+            hidden_timeout_s=self.limits.hidden_timeout_s)
         start = time.monotonic()
         try:
             for item in self.backend.segments(args, choice.uri):
                 if isinstance(item, Notice):
+                    if item.kind == "time" and session.busy_turn:
+                        return Notice("time", TIME_UP + " Others are waiting in line, so turns are shorter now.")
                     if item.ends_play:
                         return item
-                    gr.Warning(item.message)
+                    user_warning(item.message)
                     continue
                 if self.board.snapshot(session.slot).run != run:
                     return None
@@ -137,7 +170,7 @@ class PlayLoop:
                 hud = f"{item.gen_ms:.0f} ms/frame" + self.backend.hud_note(time.monotonic() - start)
                 yield frame_value(item.n, item.seq, item.jpeg, item.width, item.height, hud=hud, msg=""), status
         except (ValueError, RuntimeError, OSError) as exc:
-            raise gr.Error(f"The world stopped: {exc}", title="Engine") from exc
+            raise user_error(f"The world stopped: {exc}", "Engine") from exc
         return None
 
     @staticmethod

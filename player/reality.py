@@ -35,10 +35,7 @@ class RealityWorld:
 
     @property
     def convention(self) -> ControlConvention:
-        from simulator.constants import MOUSE_CAP, N_BUTTONS, POINTER_UNITS_PER_PIXEL
-
-        return ControlConvention(n_buttons=N_BUTTONS, mouse_units_per_pixel=POINTER_UNITS_PER_PIXEL,
-                                 mouse_cap=MOUSE_CAP, prompted=True, takes_images=False)
+        return _convention()
 
     def _built(self) -> World:
         if self._closed:
@@ -79,10 +76,22 @@ class RealityWorld:
         self.world, self._closed = None, True
 
 
+def _convention() -> ControlConvention:
+    from simulator.constants import MOUSE_CAP, N_BUTTONS, POINTER_UNITS_PER_PIXEL
+
+    return ControlConvention(n_buttons=N_BUTTONS, mouse_units_per_pixel=POINTER_UNITS_PER_PIXEL,
+                             mouse_cap=MOUSE_CAP, prompted=True, takes_images=False)
+
+
 class Reality:
     """The simulator as a ``WorldSource``: ``fork(seed)`` gives a fresh simulator world."""
 
     device = torch.device("cpu")
+
+    @property
+    def convention(self) -> ControlConvention:
+        """Every simulator world's convention (so a control log can be checked before it plays)."""
+        return _convention()
 
     def fork(self, seed: int | None = None) -> RealityWorld:
         return RealityWorld(seed or 0)

@@ -1,29 +1,37 @@
 """Session recording: the frames as an animated WebP (optionally with the controls drawn on) and
 a JSON control log that replays the same world from the same seed.
 
-Animated WebP needs nothing beyond Pillow. The log holds every frame's exact controls and the
-frames at which the prompt or the steps changed, so a replay feeds the engine the same inputs.
+Animated WebP needs nothing beyond Pillow; it is encoded out of process (``player.video``). The log
+holds every frame's exact controls and the frames at which the prompt or the steps changed, so a
+replay feeds the engine the same inputs. A log is untrusted input: ``parse_log`` caps its bytes,
+frames and events before converting anything, checks every frame as live input is checked, and
+keeps the replay compact (two arrays, not a Python object per frame).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
 
-from player.controls import BIT, held_names
-from player.stream import CtrlTuple, EncodedFrame, WorldRecipe, decode_image
+from player.controls import VK_LIMIT, finite32, held_names
+from player.stream import CtrlTuple, EncodedFrame, WorldRecipe
 from player.validation import clean_prompt, clean_steps, start_image_png
+from player.video import VideoFrame, encode_webp
 
 LOG_FORMAT = "world-player-log/1"
-MAX_LOG_FRAMES = 72_000          # one hour at 20 fps; ~2 MB of JSON
-MAX_LOG_BYTES = 8 * 1024 * 1024
+MAX_LOG_FRAMES = 12_000          # ten minutes at 20 fps (the longest play); ~0.6 MB of JSON
+MAX_LOG_EVENTS = 2_000           # prompt and steps changes in one log
+MAX_LOG_BYTES = 4 * 1024 * 1024  # frames, events and a 640 px start image with room to spare
+# Every frame is "[[buttons...],dx,dy]" (two brackets) and every event one: more brackets than this
+# and the log cannot be one we would replay, so it is refused before the JSON parser sees it.
+_MAX_BRACKETS = 2 * MAX_LOG_FRAMES + 2 * MAX_LOG_EVENTS + 64
 
 
 @dataclass
@@ -47,16 +55,22 @@ class Recorder:
     def add(self, frame: EncodedFrame) -> None:
         index = len(self.ctrls)
         if frame.prompt != self._prompt:
-            self.events.append([index, "prompt", frame.prompt])
+            self._event([index, "prompt", frame.prompt])
             self._prompt = frame.prompt
         if frame.steps != self._steps:
-            self.events.append([index, "steps", frame.steps])
+            self._event([index, "steps", frame.steps])
             self._steps = frame.steps
         if index < MAX_LOG_FRAMES:
             self.ctrls.append(frame.ctrl)
         else:
             self.truncated = True
         self.video.append((frame.jpeg, frame.keys, frame.ctrl))
+
+    def _event(self, event: list[Any]) -> None:
+        if len(self.events) < MAX_LOG_EVENTS:
+            self.events.append(event)
+        else:
+            self.truncated = True
 
     def __len__(self) -> int:
         return len(self.ctrls)
@@ -77,49 +91,52 @@ class Recorder:
             "frames": [[list(b), dx, dy] for b, dx, dy in self.ctrls],
         }, separators=(",", ":"))
 
-    def write_video(self, path: Path, overlay: bool, size: int = 384) -> Path:
-        """Animated WebP of the kept frames, upscaled to ``size`` px high, controls optionally drawn."""
-        if not self.video:
+    def video_frames(self) -> list[VideoFrame]:
+        """The kept frames, as the video encoder takes them (a copy: the frame loop keeps appending)."""
+        return [VideoFrame(jpeg, tuple(held_names(keys)), tuple(ctrl[0]), ctrl[1], ctrl[2])
+                for jpeg, keys, ctrl in list(self.video)]
+
+    def write_video(self, path: Path, overlay: bool) -> Path:
+        """Animated WebP of the kept frames (upscaled, controls optionally drawn), made out of process."""
+        frames = self.video_frames()
+        if not frames:
             raise ValueError("nothing recorded yet: press Start and play a little first")
-        images = []
-        font = ImageFont.load_default(size=max(10, size // 24))
-        for jpeg, keys, ctrl in list(self.video):   # a copy: the frame loop keeps appending
-            img = Image.fromarray(decode_image(jpeg))
-            img = img.resize((round(img.width * size / img.height), size), Image.Resampling.BICUBIC)
-            if overlay:
-                _draw_controls(img, keys, ctrl, font)
-            images.append(img)
-        duration = round(1000 / self.fps)
-        images[0].save(path, format="WEBP", save_all=True, append_images=images[1:], duration=duration,
-                       loop=0, quality=85, method=0)
-        return path
+        return encode_webp(frames, path, self.fps, overlay)
 
 
-def _draw_controls(img: Image.Image, keys: int, ctrl: CtrlTuple, font: ImageFont.ImageFont) -> None:
-    """Key caps for WASD (lit when held), other held keys as text, the look delta as an arrow."""
-    draw = ImageDraw.Draw(img, "RGBA")
-    u = img.height // 16
-    x0, y0 = u, img.height - 3 * u - u // 2
-    caps = {"w": (1, 0), "a": (0, 1), "s": (1, 1), "d": (2, 1)}
-    buttons = set(ctrl[0])
-    for name, (cx, cy) in caps.items():
-        held = bool(keys & BIT[name]) or ord(name.upper()) in buttons
-        box = (x0 + cx * (u + 3), y0 + cy * (u + 3), x0 + cx * (u + 3) + u, y0 + cy * (u + 3) + u)
-        draw.rounded_rectangle(box, radius=u // 5, fill=(255, 210, 80, 230) if held else (0, 0, 0, 120),
-                               outline=(255, 255, 255, 160))
-        draw.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), name.upper(), font=font, anchor="mm",
-                  fill=(20, 20, 20) if held else (235, 235, 235))
-    extra = [n for n in held_names(keys) if n not in caps and n not in ("left", "right", "up", "down")]
-    if extra:
-        draw.text((x0 + 3 * (u + 3) + u // 2, y0 + u + 3), " ".join(extra).upper(), font=font,
-                  fill=(255, 230, 150), stroke_width=2, stroke_fill=(0, 0, 0))
-    dx, dy = ctrl[1], ctrl[2]
-    length = math.hypot(dx, dy)
-    if length > 0.05:
-        cx, cy, r = img.width - 2 * u, img.height - 2 * u, 1.5 * u
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(255, 255, 255, 160), width=2)
-        scale = min(1.0, length / 16) * r / length
-        draw.line((cx, cy, cx + dx * scale, cy + dy * scale), fill=(255, 210, 80, 255), width=3)
+class ReplayFrames(Sequence):
+    """A replay's per-frame controls, compact: the distinct button sets, one index per frame into
+    them, and the mouse deltas as one float64 array. Sliceable; items are ``CtrlTuple``s."""
+
+    __slots__ = ("buttons", "index", "mouse")
+
+    def __init__(self, buttons: tuple[tuple[int, ...], ...], index: np.ndarray, mouse: np.ndarray) -> None:
+        self.buttons, self.index, self.mouse = buttons, index, mouse
+
+    @classmethod
+    def of(cls, ctrls: Sequence[CtrlTuple]) -> "ReplayFrames":
+        table: dict[tuple[int, ...], int] = {}
+        index = np.array([table.setdefault(tuple(c[0]), len(table)) for c in ctrls], dtype=np.uint32)
+        mouse = np.array([(c[1], c[2]) for c in ctrls], dtype=np.float64).reshape(-1, 2)
+        return cls(tuple(table), index, mouse)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return ReplayFrames(self.buttons, self.index[i], self.mouse[i])
+        return self.buttons[int(self.index[i])], float(self.mouse[i, 0]), float(self.mouse[i, 1])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReplayFrames) and list(self) == list(other)
+
+    @property
+    def nbytes(self) -> int:
+        return self.index.nbytes + self.mouse.nbytes + sum(8 * len(b) + 56 for b in self.buttons)
+
+    def max_button(self) -> int:
+        return max((max(b) for b in self.buttons if b), default=-1)
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,7 @@ class Replay:
     prompt: str
     steps: int
     start_image: bytes | None
-    ctrls: tuple[CtrlTuple, ...]
+    ctrls: ReplayFrames
     events: tuple[tuple[int, str, Any], ...]
     complete: bool = True          # False: the recording outgrew MAX_LOG_FRAMES and was cut
 
@@ -155,29 +172,63 @@ def _event(event: Any) -> tuple[int, str, Any]:
     raise ValueError(f"unknown event {kind!r} at frame {index} (expected \"prompt\" or \"steps\")")
 
 
+def _frame(frame: Any, index: int) -> CtrlTuple:
+    """One ``[[buttons...], dx, dy]`` entry, checked as live input is: known virtual-key codes and
+    deltas that stay finite in float32 (the mouse cap is applied at play, by the world's convention)."""
+    if not isinstance(frame, list) or len(frame) != 3 or not isinstance(frame[0], list):
+        raise ValueError(f"frame {index} must be [[buttons...], dx, dy]")
+    buttons, dx, dy = frame
+    if len(buttons) > VK_LIMIT:
+        raise ValueError(f"frame {index} holds too many buttons")
+    for b in buttons:
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < VK_LIMIT:
+            raise ValueError(f"frame {index}: button {b!r} is not a key code (0..{VK_LIMIT - 1})")
+    if not (finite32(dx) and finite32(dy)):
+        raise ValueError(f"frame {index}: mouse deltas must be finite float32 numbers, got {dx!r}, {dy!r}")
+    return tuple(sorted(set(buttons))), float(dx), float(dy)
+
+
 def parse_log(text: str | bytes) -> Replay:
-    """Read a control log written by ``Recorder.log_json``; ``ValueError`` says what is wrong."""
+    """Read a control log written by ``Recorder.log_json``; ``ValueError`` says what is wrong.
+
+    Bounded before any parsing: at most ``MAX_LOG_BYTES`` and a bracket count that fits
+    ``MAX_LOG_FRAMES`` frames, so the JSON parser (which holds the interpreter lock while it runs)
+    only ever sees a log small enough to parse in a few milliseconds.
+    """
     if len(text) > MAX_LOG_BYTES:
         raise ValueError(f"control log is too large ({len(text) // 1024} KiB; at most {MAX_LOG_BYTES // 1024} KiB)")
+    if text.count(b"[" if isinstance(text, bytes) else "[") > _MAX_BRACKETS:
+        raise ValueError(f"control log has too many frames (at most {MAX_LOG_FRAMES}, ten minutes at 20 fps)")
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"control log is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != LOG_FORMAT:
         raise ValueError(f"not a control log (expected \"format\": \"{LOG_FORMAT}\")")
     try:
-        ctrls = tuple((tuple(int(b) for b in f[0]), float(f[1]), float(f[2])) for f in data["frames"])
-        if not all(math.isfinite(c[1]) and math.isfinite(c[2]) for c in ctrls):
-            raise ValueError("mouse deltas must be finite")
-        events = tuple(_event(e) for e in data.get("events", []))
+        frames = data["frames"]
+        if not isinstance(frames, list):
+            raise ValueError("frames must be a list")
+        if len(frames) > MAX_LOG_FRAMES:
+            raise ValueError(f"it has {len(frames)} frames; at most {MAX_LOG_FRAMES} can be replayed")
+        ctrls = ReplayFrames.of([_frame(f, i) for i, f in enumerate(frames)])
+        events = data.get("events", [])
+        if not isinstance(events, list) or len(events) > MAX_LOG_EVENTS:
+            raise ValueError(f"events must be a list of at most {MAX_LOG_EVENTS}")
+        events = tuple(_event(e) for e in events)
         prompt = data.get("prompt", "")
         if not isinstance(prompt, str):
             raise ValueError(f"prompt must be text, got {prompt!r}")
         complete = data.get("complete", True)
         if not isinstance(complete, bool):
             raise ValueError(f"complete must be true or false, got {complete!r}")
+        model = data["model"]
+        if not isinstance(model, str):
+            raise ValueError(f"model must be text, got {model!r}")
         start = data.get("start_image_png")
-        return Replay(model=str(data["model"]), seed=_whole(data["seed"], "seed", 2**63 - 1),
+        if start is not None and not isinstance(start, str):
+            raise ValueError("start_image_png must be base64 text")
+        return Replay(model=model, seed=_whole(data["seed"], "seed", 2**63 - 1),
                       prompt=clean_prompt(prompt), steps=clean_steps(data.get("steps", 0)),
                       start_image=start_image_png(base64.b64decode(start, validate=True)) if start else None,
                       ctrls=ctrls, events=events, complete=complete)

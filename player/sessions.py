@@ -9,6 +9,7 @@ two processes share no lock; all writers are main-process threads and share a ``
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing as mp
 import threading
 import time
@@ -25,8 +26,8 @@ PROMPT_BYTES = 2048
 
 # Field offsets inside one slot (all doubles).
 _VER, _OWNER, _RUN, _SEQ, _KEYS, _MX, _MY, _LX, _LY, _SX, _SY, _ACK, _VIS, _TRECV, _CFPS, _CLAT, \
-    _PVER, _PLEN, _STEPS, _TINPUT = range(20)
-_NF = 20
+    _PVER, _PLEN, _STEPS, _TINPUT, _DEADLINE = range(21)
+_NF = 21
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class SlotSnapshot:
     t_input: float         # wall time the player last changed an input (idleness)
     prompt_version: int
     steps: int
+    deadline: float = math.inf   # wall time the current play must end by (its allowance)
 
 
 class ControlBoard:
@@ -77,7 +79,8 @@ class ControlBoard:
         """Reset a slot for a new session and return the owner id that guards it."""
         owner = next(self._owners)
         values = {i: 0.0 for i in range(1, _NF)}
-        values.update({_OWNER: owner, _ACK: -1, _VIS: 1, _TRECV: time.time(), _TINPUT: time.time()})
+        values.update({_OWNER: owner, _ACK: -1, _VIS: 1, _TRECV: time.time(), _TINPUT: time.time(),
+                       _DEADLINE: math.inf})
         self._write(slot, values)
         return owner
 
@@ -116,6 +119,18 @@ class ControlBoard:
         with self._lock:
             self._put(slot, {_RUN: self._f[slot * _NF + _RUN] + 1})
 
+    def set_deadline(self, slot: int, deadline: float) -> None:
+        """The wall time the slot's play must end by; the frame loop checks it before every frame."""
+        self._write(slot, {_DEADLINE: deadline})
+
+    def shorten_deadline(self, slot: int, deadline: float) -> bool:
+        """Move the deadline earlier (never later); whether it moved."""
+        with self._lock:
+            if deadline < self._f[slot * _NF + _DEADLINE]:
+                self._put(slot, {_DEADLINE: deadline})
+                return True
+        return False
+
     def set_steps(self, slot: int, steps: int) -> None:
         self._write(slot, {_STEPS: steps})
 
@@ -146,8 +161,8 @@ class ControlBoard:
             look_y=v[_LY], stick_x=v[_SX], stick_y=v[_SY], ack=int(v[_ACK]), visible=bool(v[_VIS]),
             client_fps=v[_CFPS], client_latency_ms=v[_CLAT])
         return SlotSnapshot(owner=int(v[_OWNER]), run=int(v[_RUN]), state=state, t_recv=v[_TRECV],
-                            t_input=v[_TINPUT],
-                            prompt_version=int(v[_PVER]), steps=int(v[_STEPS]))
+                            t_input=v[_TINPUT], prompt_version=int(v[_PVER]), steps=int(v[_STEPS]),
+                            deadline=v[_DEADLINE])
 
 
 # Allocated at import, before any ZeroGPU fork (see module docstring).
@@ -161,6 +176,7 @@ class Session:
     key: str
     slot: int
     owner: int
+    client: str = ""                # who opened it (player.guard.client_of); only they may use it
     last_seen: float = field(default_factory=time.monotonic)
     recipe: Any = None              # player.stream.WorldRecipe of the current world, None before Start
     model_label: str = ""
@@ -171,10 +187,13 @@ class Session:
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_FRAMES))   # to re-prime
     run: int = 0                    # run id of the newest play; only that play clears ``running``
     running: bool = False
+    play_started: float = 0.0       # wall time the newest play started (its allowance counts from here)
+    busy_turn: bool = False         # the newest play's allowance is the shorter one (people were waiting)
+    last_download: float = -math.inf   # monotonic time of the newest recording download
 
 
 class SessionFull(RuntimeError):
-    """Every control slot is taken."""
+    """Every control slot is taken by a world that is playing right now."""
 
 
 class SessionRegistry:
@@ -191,33 +210,70 @@ class SessionRegistry:
         """Call ``hook(session)`` whenever a session is freed, to drop what it holds elsewhere."""
         self._release_hooks.append(hook)
 
-    def get(self, key: str) -> Session:
-        """The session for ``key``, created (and a slot claimed) on first use."""
+    def get(self, key: str, client: str = "", per_client: int | None = None) -> Session:
+        """The session for ``key``, created (and a slot claimed) on first use.
+
+        A session belongs to the ``client`` that created it. A client holding ``per_client``
+        sessions already, or a full board, recycles the least recently used session that is not
+        playing (its world is forgotten); ``SessionFull`` only when every candidate is playing.
+        """
         self.sweep()
         with self._lock:
             session = self._sessions.get(key)
+            if session is not None and session.client != client:
+                raise SessionFull("this session belongs to another page")
+            evicted = []
             if session is None:
+                mine = [s for s in self._sessions.values() if s.client == client]
+                if per_client is not None and len(mine) >= per_client:
+                    victim = self._idlest(mine)
+                    if victim is None:
+                        raise SessionFull(f"you already have {len(mine)} worlds playing; stop one first")
+                    evicted.append(self._sessions.pop(victim.key))
                 used = {s.slot for s in self._sessions.values()}
                 free = next((i for i in range(self.board.n_slots) if i not in used), None)
                 if free is None:
-                    raise SessionFull("the demo is full right now; please try again in a minute")
-                session = Session(key=key, slot=free, owner=self.board.claim(free))
+                    victim = self._idlest(self._sessions.values())
+                    if victim is None:
+                        raise SessionFull("the demo is full right now; please try again in a minute")
+                    evicted.append(self._sessions.pop(victim.key))
+                    free = victim.slot
+                for old in evicted:
+                    self.board.release(old.slot)
+                session = Session(key=key, slot=free, owner=self.board.claim(free), client=client)
                 self._sessions[key] = session
+            session.last_seen = time.monotonic()
+        for old in evicted:     # outside the lock: the hooks close worlds, which waits for a frame
+            self._run_hooks(old)
+        return session
+
+    @staticmethod
+    def _idlest(sessions) -> Session | None:
+        idle = [s for s in sessions if not s.running]
+        return min(idle, key=lambda s: s.last_seen) if idle else None
+
+    def find(self, key: str, client: str | None = None) -> Session | None:
+        """The session for ``key`` if it exists and, with ``client``, belongs to that client (never
+        claims a slot); marks it as still in use."""
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None or (client is not None and session.client != client):
+                return None
             session.last_seen = time.monotonic()
             return session
 
-    def find(self, key: str) -> Session | None:
-        """The session for ``key`` if it exists (never claims a slot); marks it as still in use."""
+    def sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def free(self, key: str, client: str | None = None) -> None:
+        """Forget a session (page closed): stop its frame loop and release its slot. With ``client``,
+        only a session of that client."""
         with self._lock:
             session = self._sessions.get(key)
-            if session is not None:
-                session.last_seen = time.monotonic()
-            return session
-
-    def free(self, key: str) -> None:
-        """Forget a session (page closed): stop its frame loop and release its slot."""
-        with self._lock:
-            session = self._sessions.pop(key, None)
+            if session is None or (client is not None and session.client != client):
+                return
+            del self._sessions[key]
         if session is not None:
             self._release(session)
 
@@ -232,6 +288,9 @@ class SessionRegistry:
 
     def _release(self, session: Session) -> None:
         self.board.release(session.slot)
+        self._run_hooks(session)
+
+    def _run_hooks(self, session: Session) -> None:
         for hook in self._release_hooks:
             hook(session)
 

@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,9 @@ from world_engine.protocol import InteractiveWorld
 
 CtrlTuple = tuple[tuple[int, ...], float, float]   # (buttons, dx, dy): picklable, JSON-able
 PAGE_TIMEOUT_S = 30.0     # a page silent this long (no control message) has gone
+ACK_TIMEOUT_S = 5.0       # a stream whose frames nobody acknowledges this long has no reader
+HIDDEN_TIMEOUT_S = 10.0   # a play in a hidden tab ends after this long
+TIME_UP = "Time's up for this turn \u2014 press Start to play again."
 START_IMAGE_UNUSED = "This world starts from its own map, not from a picture: the start image is not used."
 
 
@@ -54,11 +57,13 @@ class SegmentArgs:
     frames_done: int                          # frames generated in this world so far
     history: tuple[tuple[bytes, CtrlTuple], ...]   # start image + newest frames, to re-prime a worker
     first_n: int                              # page-facing number of the first frame
-    script: tuple[Any, ...] = ()             # key bitmasks (ints) or exact CtrlTuples, one per frame
+    script: Sequence[Any] = ()               # key bitmasks (ints) or exact CtrlTuples, one per frame
     script_events: tuple[tuple[int, str, Any], ...] = ()   # (script frame, "prompt"|"steps", value)
     fps: float = 20.0
     max_seconds: float = math.inf
     idle_timeout_s: float = math.inf
+    ack_timeout_s: float = ACK_TIMEOUT_S      # no reader: frames unacknowledged this long end the play
+    hidden_timeout_s: float = HIDDEN_TIMEOUT_S
     jpeg_quality: int = 90
 
 
@@ -83,7 +88,7 @@ class EncodedFrame:
 class Notice:
     """Something to tell the player: a warning while play goes on, or why play stopped."""
 
-    kind: str               # "warning" | "idle" | "gone" | "quota"
+    kind: str               # "warning" | "idle" | "gone" | "hidden" | "time" | "quota"
     message: str
     state: str = "paused"   # the status line's state once it has stopped play
 
@@ -262,20 +267,36 @@ def _wait_for_page(args: SegmentArgs, board: ControlBoard, pacer: _Pacer, n: int
                    ) -> SlotSnapshot | Notice | None:
     """Backpressure: wait while too many frames are unacknowledged or the tab is hidden.
 
-    Returns the newest snapshot, a notice when the page stopped answering, or None when this play
-    is no longer current.
+    Frame ``n`` may go out once the page has acknowledged all but a window of the frames sent
+    before it (frames of earlier plays count as acknowledged). Waiting is bounded: no ack for
+    ``ack_timeout_s`` (a stream nobody reads, or a frozen ack), a tab hidden for
+    ``hidden_timeout_s``, a page silent for ``PAGE_TIMEOUT_S`` or the play's deadline end it.
+    Returns the newest snapshot, a notice that ends play, or None when this play is no longer current.
     """
     window = in_flight_window(args.fps)
     snap = board.snapshot(args.slot)
-    while (snap.state.ack >= 0 and n - 1 - snap.state.ack >= window) or not snap.state.visible:
+    behind_since = hidden_since = None
+    while True:
         if not _is_current(snap, args):
             return None
-        if time.time() - snap.t_recv > PAGE_TIMEOUT_S:
+        now = time.time()
+        if now >= snap.deadline:
+            return Notice("time", TIME_UP)
+        behind = n - 1 - max(snap.state.ack, args.first_n - 1) >= window
+        hidden = not snap.state.visible
+        if not behind and not hidden:
+            return snap
+        if now - snap.t_recv > PAGE_TIMEOUT_S:
             return Notice("gone", "Paused: the page stopped answering.")
+        behind_since = (behind_since or now) if behind else None
+        hidden_since = (hidden_since or now) if hidden else None
+        if behind_since is not None and now - behind_since > args.ack_timeout_s:
+            return Notice("gone", "Paused: the page stopped answering.")
+        if hidden_since is not None and now - hidden_since > args.hidden_timeout_s:
+            return Notice("hidden", "Paused while the tab was hidden \u2014 press Start to continue.")
         time.sleep(0.005)
         pacer.hold()
         snap = board.snapshot(args.slot)
-    return snap
 
 
 def _apply_settings(args: SegmentArgs, board: ControlBoard, resident: ResidentWorld, snap: SlotSnapshot,
@@ -300,9 +321,10 @@ def _controls(args: SegmentArgs, mapper: ControlMapper, snap: SlotSnapshot, i: i
     """Frame ``i``'s controls and held-key mask: the script's while it lasts, then the live input."""
     if i < len(args.script):
         item = args.script[i]
-        ctrl = mapper.frame(snap.state, script_keys=item) if isinstance(item, int) else to_ctrl(item)
+        if isinstance(item, int):
+            return mapper.frame(snap.state, script_keys=item), item
         mapper.follow(snap.state)
-        return ctrl, item if isinstance(item, int) else 0
+        return mapper.checked(to_ctrl(item)), 0     # a replayed frame passes the same gate as live input
     return mapper.frame(snap.state), snap.state.keys
 
 
@@ -352,6 +374,9 @@ def run_segment(
         if pacer.sleep_until_due():
             snap = board.snapshot(args.slot)
         if not _is_current(snap, args):
+            return
+        if time.time() >= snap.deadline:        # every way of playing counts against one allowance
+            yield Notice("time", TIME_UP)
             return
         # 2. Stop a live (unscripted) world nobody has touched for a while.
         if i >= len(args.script) and time.time() - snap.t_input > args.idle_timeout_s:

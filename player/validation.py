@@ -14,13 +14,21 @@ from PIL import Image, UnidentifiedImageError
 MAX_PROMPT_CHARS = 500
 MAX_STEPS = 8                   # denoising steps; 0 keeps the model's own schedule
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_IMAGE_PIXELS = 40_000_000
+# A 24-megapixel camera photo decodes to ~72 MB of RGB; the pixel count is read from the header
+# before anything is decoded, so a tiny PNG that claims 40 megapixels (a decompression bomb) costs nothing.
+MAX_IMAGE_PIXELS = 24_000_000
 START_IMAGE_SIDE = 640          # start images are stored (and replayed) at most this large
+MAX_MODEL_KEY_CHARS = 1024
+TOO_LARGE = "The start image is {w}x{h} pixels; that is too large (at most {mp} megapixels)."
 
 
-def clean_prompt(text: str | None) -> str:
+def clean_prompt(text: object) -> str:
     """Strip a prompt and enforce its length."""
-    text = (text or "").strip()
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise ValueError("The prompt must be text.")
+    text = text.strip()
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(f"The prompt is {len(text)} characters long; please keep it under "
                          f"{MAX_PROMPT_CHARS}.")
@@ -36,11 +44,25 @@ def clean_steps(steps: object) -> int:
 
 
 def clean_seed(seed: object) -> int:
-    """A seed in 0..2**63 - 1, as an int (the number box sends floats)."""
+    """A seed in 0..2**63 - 1, as an int (the number box sends floats, a script may send "42")."""
+    if isinstance(seed, str) and seed.strip().isdigit() and len(seed) < 30:
+        seed = int(seed.strip())
     if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not math.isfinite(seed) \
             or not 0 <= seed < 2**63:
         raise ValueError("The seed must be a whole number \u2265 0.")
     return int(seed)
+
+
+def clean_model_key(key: object) -> str:
+    """The model picker's value as text of a sane length (anything else names no model)."""
+    if key is None:
+        return ""
+    if not isinstance(key, str):
+        raise ValueError(f"Unknown model {key!r}.")
+    key = key.strip()
+    if len(key) > MAX_MODEL_KEY_CHARS:
+        raise ValueError(f"Unknown model (a {len(key)}-character name).")
+    return key
 
 
 def _check_upload_size(size: int) -> None:
@@ -58,15 +80,24 @@ def read_start_image(path: str | os.PathLike | None) -> bytes | None:
 
 
 def start_image_png(data: bytes) -> bytes:
-    """Validate start image bytes and return them as PNG bytes (at most 640 px a side)."""
+    """Validate start image bytes and return them as PNG bytes (at most 640 px a side).
+
+    The size is checked from the header before any pixel is decoded; JPEGs decode at a reduced
+    scale straight away (``draft``), so even a large photo never exists at full size in memory.
+    """
     _check_upload_size(len(data))
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"The start image is {img.width}x{img.height} pixels; that is too large.")
+        with Image.open(io.BytesIO(data)) as img:     # reads the header only
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ValueError(TOO_LARGE.format(w=w, h=h, mp=MAX_IMAGE_PIXELS // 1_000_000))
+            if img.format == "JPEG":
+                img.draft("RGB", (START_IMAGE_SIDE, START_IMAGE_SIDE))
             img.load()
             rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:     # Pillow's own limit, checked while opening
+        raise ValueError("That image is too large (its header claims more pixels than we decode).") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError("That file is not an image we can read; please upload a PNG, JPEG or WebP.") from exc
     rgb.thumbnail((START_IMAGE_SIDE, START_IMAGE_SIDE), Image.Resampling.LANCZOS)
     buf = io.BytesIO()

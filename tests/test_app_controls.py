@@ -133,3 +133,21 @@ def test_bad_scripts_name_the_problem(text, words):
 
 def test_script_length_limit_is_in_frames():
     assert len(parse_script(",".join(["w*1000"] * (MAX_SCRIPT_FRAMES // 1000)))) == MAX_SCRIPT_FRAMES
+
+
+def test_one_gate_for_every_frame_clamps_and_refuses_what_float32_cannot_hold():
+    from world_engine.controls import CtrlInput
+
+    gate = mapper(n_buttons=128)
+    assert gate.checked(CtrlInput(button={87, 200}, mouse=(1e30, -500))).mouse == (24.0, -24.0)
+    assert gate.checked(CtrlInput(button={87, 200})).button == {87}          # ids the model lacks drop out
+    with pytest.raises(ValueError, match="float32"):
+        gate.checked(CtrlInput(mouse=(1e39, 0.0)))
+    raw = mapper(convention=RAW_PIXELS)                                      # no cap: still float32-finite
+    assert raw.checked(CtrlInput(mouse=(1e30, 0.0))).mouse == (1e30, 0.0)
+    with pytest.raises(ValueError, match="float32"):
+        raw.checked(CtrlInput(mouse=(-3.5e38, 0.0)))
+
+
+def test_the_simulator_source_states_its_convention_without_opening_a_world():
+    assert Reality().convention == Reality().fork(seed=0).convention

@@ -20,9 +20,13 @@ from PIL import Image
 from player import backends
 from player.backends import create_backend, model_catalog
 from player.controls import BIT
+from player.guard import IN_PROCESS, Limits
 from player.handlers import WorldApp
 from player.sessions import BOARD
-from world_engine import VK
+from world_engine import VK, ControlConvention
+
+# Handlers called directly have no heartbeat behind them (tests/test_reliability.py covers the gate).
+IN_PROCESS_LIMITS = Limits(require_live_page=False, sessions_per_client=64, plays_per_client=64)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def app(playable_checkpoint: Path) -> WorldApp:
     models = model_catalog([str(playable_checkpoint)], "cpu")
     backend.warm_up(models)
     assert backend.warmup.error is None
-    return WorldApp(backend, models, allow_custom_models=False, fps=50)
+    return WorldApp(backend, models, allow_custom_models=False, fps=50, limits=IN_PROCESS_LIMITS)
 
 
 def req(name: str) -> gr.Request:
@@ -362,7 +366,65 @@ def test_a_used_up_gpu_quota_ends_play_with_a_message(app, monkeypatch):
 
     monkeypatch.setattr(backend.engines, "get", lambda uri: _GpuEngine())
     monkeypatch.setattr(backend, "_gpu_segment", out_of_quota)
-    zero = WorldApp(backend, list(app.models.values()), allow_custom_models=False)
+    zero = WorldApp(backend, list(app.models.values()), allow_custom_models=False, limits=IN_PROCESS_LIMITS)
     value, status = list(zero.play("", 1, app_model(app), 0, None, req("quota")))[-1]
     assert "quota is used up" in value["msg"] and "GPU quota exhausted" in status
     assert not zero.registry.find("quota").running
+
+
+def test_queue_less_calls_never_claim_a_slot(app):
+    app.set_prompt("a meadow", req("ql"))
+    app.set_steps(2, req("ql"))
+    app.pause(req("ql"))
+    app.reset(req("ql"))
+    assert app.registry.find("ql") is None
+
+
+def test_only_a_live_page_may_claim_a_session(app):
+    gated = WorldApp(app.backend, list(app.models.values()), allow_custom_models=False, limits=Limits())
+    with pytest.raises(gr.Error, match="not connected"):
+        next(gated.play("", 1, app_model(app), 0, None, req("no-page")))
+    assert gated.registry.find("no-page") is None
+    gated.pages.open("a-page", IN_PROCESS)
+    assert gated._session(req("a-page")).client == IN_PROCESS
+    gated.pages.close("a-page")
+    gated.page_closed("a-page")          # what the gate calls when the heartbeat closes
+    assert gated.registry.find("a-page") is None
+
+
+def test_one_client_plays_one_world_at_a_time(app, monkeypatch):
+    monkeypatch.setattr(app, "limits", Limits(require_live_page=False, plays_per_client=1))
+    first = play(app, "one-a")
+    frames(first, 1)
+    with pytest.raises(gr.Error, match="Another world from your address"):
+        frames(play(app, "one-b"), 1)
+    again = play(app, "one-a")              # the same page may restart its own world
+    frames(again, 1)
+    first.close(), again.close()
+    frames(play(app, "one-b"), 1)           # and once it stopped, another page may play
+
+
+def test_a_control_log_pressing_buttons_its_model_lacks_is_refused_at_load(app, tmp_path, monkeypatch):
+    small = type("Source", (), {"convention": ControlConvention(n_buttons=16, mouse_units_per_pixel=1.0,
+                                                                mouse_cap=None, prompted=False, takes_images=True)})()
+    monkeypatch.setattr(app.backend.engines, "get", lambda uri: small)
+    with pytest.raises(gr.Error, match="presses button 87"):
+        app.load_log(_log(app, tmp_path, frames=[[[87], 0, 0]]), req("buttons"))
+    assert app.registry.find("buttons") is None
+
+
+def test_a_long_model_name_gets_a_clear_error(app):
+    private = WorldApp(app.backend, list(app.models.values()), allow_custom_models=True, limits=IN_PROCESS_LIMITS)
+    for key in ("x" * 100_000, 123, "bad\0name"):
+        with pytest.raises(gr.Error, match="Unknown model"):
+            private.model(key)
+
+
+def test_downloads_are_rate_limited_per_session(app):
+    gen = play(app, "rate")
+    frames(gen, 2)
+    gen.close()
+    app.download(False, req("rate"))
+    with pytest.raises(gr.Error, match="Please wait"):
+        app.download(False, req("rate"))
+    app.unload(req("rate"))

@@ -110,14 +110,52 @@ def test_a_forked_process_sees_controls_written_after_the_fork():
     proc.join(10)
 
 
-def test_registry_gives_each_session_its_own_slot_and_refuses_when_full():
+def test_registry_gives_each_session_its_own_slot_and_refuses_only_when_every_slot_plays():
     registry = SessionRegistry(ControlBoard(2))
     a, b = registry.get("a"), registry.get("b")
     assert a.slot != b.slot and registry.get("a") is a
+    a.running = b.running = True
     with pytest.raises(SessionFull):
         registry.get("c")
     registry.free("a")
     assert registry.get("c").slot == a.slot
+
+
+def test_a_full_registry_recycles_the_idlest_session_that_is_not_playing():
+    registry = SessionRegistry(ControlBoard(2))
+    released = []
+    registry.on_release(released.append)
+    old, playing = registry.get("old"), registry.get("playing")
+    old.last_seen -= 100
+    playing.last_seen -= 200
+    playing.running = True
+    new = registry.get("new")
+    assert released == [old] and registry.find("old") is None and new.slot == old.slot
+    assert registry.board.snapshot(new.slot).owner == new.owner != old.owner
+
+
+def test_a_session_belongs_to_the_client_that_opened_it():
+    registry = SessionRegistry(ControlBoard(4))
+    mine = registry.get("s", client="203.0.113.1")
+    assert registry.find("s", "203.0.113.1") is mine and registry.find("s", "198.51.100.2") is None
+    with pytest.raises(SessionFull):
+        registry.get("s", client="198.51.100.2")
+    registry.free("s", client="198.51.100.2")         # someone else's unload frees nothing
+    assert registry.find("s") is mine
+
+
+def test_one_client_recycles_its_own_oldest_idle_session_past_its_share():
+    registry = SessionRegistry(ControlBoard(8))
+    first = registry.get("1", client="c", per_client=2)
+    first.last_seen -= 10
+    registry.get("2", client="c", per_client=2)
+    registry.get("other", client="d", per_client=2)
+    registry.get("3", client="c", per_client=2)
+    assert registry.find("1") is None and {s.key for s in registry.sessions()} == {"2", "3", "other"}
+    for s in registry.sessions():
+        s.running = True
+    with pytest.raises(SessionFull, match="playing"):
+        registry.get("4", client="c", per_client=2)
 
 
 def test_concurrent_plays_of_one_slot_get_distinct_run_ids():
@@ -209,6 +247,84 @@ def test_a_hidden_tab_pauses_generation():
     assert frames == []
     board.stop_run(0)
     worker.join(5)
+
+
+def _ending(gen, timeout: float = 10.0):
+    """Run a segment in a thread; returns what it yielded once it ended by itself."""
+    items: list = []
+    worker = threading.Thread(target=lambda: items.extend(gen), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), "the segment did not end by itself"
+    return items
+
+
+def test_a_stream_nobody_acknowledges_ends_after_the_ack_timeout():
+    board = ControlBoard(1)
+    _, _, args = _setup(board, ack_timeout_s=0.3)        # no ack ever arrives
+    started = time.monotonic()
+    items = _ending(run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld()))
+    frames = [i for i in items if isinstance(i, EncodedFrame)]
+    assert len(frames) == in_flight_window(args.fps) and items[-1].kind == "gone"
+    assert time.monotonic() - started < 5
+
+
+def test_a_frozen_ack_ends_play_even_while_control_messages_keep_coming():
+    board = ControlBoard(1)
+    owner, _, args = _setup(board, ack_timeout_s=0.3)
+    stop = threading.Event()
+
+    def frozen() -> None:
+        seq = 2
+        while not stop.wait(0.02):
+            board.write_state(0, owner, ControlState(seq=seq, ack=0))
+            seq += 1
+    threading.Thread(target=frozen, daemon=True).start()
+    try:
+        items = _ending(run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld()))
+    finally:
+        stop.set()
+    assert items[-1].kind == "gone"
+
+
+def test_a_hidden_tab_ends_play_after_the_hidden_timeout():
+    board = ControlBoard(1)
+    owner, _, args = _setup(board, hidden_timeout_s=0.3)
+    board.write_state(0, owner, ControlState(seq=2, visible=False))
+    items = _ending(run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld()))
+    assert [i.kind for i in items] == ["hidden"]
+
+
+@pytest.mark.parametrize("script", [(), (BIT["w"],) * 10_000, ((((), 1.0, 0.0)),) * 10_000])
+def test_the_deadline_ends_live_scripted_and_replayed_play_alike(script):
+    board = ControlBoard(1)
+    owner, _, args = _setup(board, script=script)
+    board.set_deadline(0, time.time() + 0.2)
+    stop = threading.Event()
+
+    def ack() -> None:       # an attentive page, so only the deadline can end it
+        seq = 2
+        while not stop.wait(0.005):
+            board.write_state(0, owner, ControlState(seq=seq, ack=10**6))
+            seq += 1
+    threading.Thread(target=ack, daemon=True).start()
+    try:
+        items = _ending(run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld()))
+    finally:
+        stop.set()
+    assert items[-1].kind == "time" and sum(isinstance(i, EncodedFrame) for i in items) > 0
+
+
+def test_replayed_controls_pass_the_gate_live_ones_do():
+    board = ControlBoard(1)
+    _, _, args = _setup(board, script=(((87, 300), 500.0, -1e6), ((), 3.0, 0.0)))
+    world = StandInWorld()
+    world.convention = ControlConvention(n_buttons=256, mouse_units_per_pixel=0.3, mouse_cap=24.0,
+                                         prompted=True, takes_images=True)
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: world)
+    _take(gen, 2)
+    assert world.ctrls[0].mouse == (24.0, -24.0) and world.ctrls[0].button == {87}    # clamped, known keys only
+    assert world.ctrls[1].mouse == (3.0, 0.0)
 
 
 def test_a_scripted_path_drives_the_first_frames_then_live_input_takes_over():

@@ -110,3 +110,35 @@ def test_relative_autoencoder_uri_resolves_against_model_folder(tmp_path):
     engine = WorldEngine(moved, device="cpu")
     assert engine.autoencoder is not None
     assert yaml.safe_load((moved / "config.yaml").read_text())["ae_uri"] == "./autoencoder"
+
+
+def test_defaults_follow_the_checkpoint_config_not_its_location(tmp_path):
+    """A local copy of Waypoint-1-Small (its config.yaml, anywhere) gets its autoencoder and text
+    encoder by the config's fingerprint, as the Hub repo does."""
+    from bench.engine import WAYPOINT_1_SMALL
+
+    folder = tmp_path / "my-models" / "copy-of-small"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({**WAYPOINT_1_SMALL, "n_frames": 4096}))
+    config = WorldConfig.from_yaml(folder / "config.yaml")
+    assert config.ae_uri == "OpenWorldLabs/owl_vae_f16_c16_distill_v0_nogan"
+    assert config.prompt_encoder_uri == "google/umt5-xl"
+    stated = WorldConfig.from_yaml(folder / "config.yaml", overrides={"ae_uri": "./my-ae"})
+    assert stated.ae_uri == "./my-ae"                       # what the file or caller states wins
+    other = WorldConfig.from_dict({**WAYPOINT_1_SMALL, "n_layers": 2})
+    assert other.ae_uri is None                             # another architecture: no guess
+
+
+def test_a_local_checkpoint_without_ae_uri_loads_with_the_autoencoder_its_fingerprint_names(tmp_path, monkeypatch):
+    from bench.random_checkpoint import write_random_waypoint_autoencoder
+    from world_engine import config as config_module
+
+    folder = write_random_checkpoint(tmp_path / "copy", autoencoder=None)
+    values = yaml.safe_load((folder / "config.yaml").read_text())
+    del values["ae_uri"]                                    # as the released config.yaml leaves it out
+    (folder / "config.yaml").write_text(yaml.safe_dump(values))
+    ae = write_random_waypoint_autoencoder(tmp_path / "released-ae", latent_channels=values["channels"])
+    monkeypatch.setitem(config_module.KNOWN_MODELS, config_module.config_fingerprint(values), {"ae_uri": str(ae)})
+    engine = WorldEngine(folder, device="cpu")
+    assert engine.autoencoder is not None and engine.config.ae_uri == str(ae)
+    assert engine.gen_frame().dtype == torch.uint8

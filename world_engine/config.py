@@ -7,23 +7,40 @@ embedded model alike; they differ only in these values.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# Values that released checkpoints leave out of their config.yaml; looked up by repo id.
-KNOWN_MODELS: dict[str, dict[str, Any]] = {
-    "Overworld/Waypoint-1-Small": {
-        "ae_uri": "OpenWorldLabs/owl_vae_f16_c16_distill_v0_nogan",
-        "prompt_encoder_uri": "google/umt5-xl",
-    },
-    "Overworld/Waypoint-1.1-Small": {
-        "ae_uri": "OpenWorldLabs/owl_vae_f16_c16_distill_v0_nogan",
-        "prompt_encoder_uri": "google/umt5-xl",
-    },
-}
+# Architecture keys that identify a released checkpoint (its "fingerprint"); values the file does
+# not state count at their WorldConfig defaults. Waypoint-1-Small and 1.1-Small share one.
+FINGERPRINT_KEYS = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "channels", "height", "width",
+                    "patch", "tokens_per_frame", "local_window", "global_window", "global_attn_period",
+                    "global_attn_offset", "global_pinned_dilation", "n_buttons", "value_residual", "gated_attn",
+                    "noise_conditioning", "prompt_conditioning", "prompt_conditioning_period",
+                    "prompt_embedding_dim", "ctrl_conditioning_period")
+
+
+def config_fingerprint(values: dict[str, Any]) -> str:
+    """A short hash of a config's architecture (``FINGERPRINT_KEYS``), the same wherever the
+    checkpoint lives: a Hub repo, its cache folder or a local copy."""
+    defaults = {f.name: f.default for f in dataclasses.fields(WorldConfig)
+                if f.default is not dataclasses.MISSING}
+    arch = {}
+    for key in FINGERPRINT_KEYS:
+        value = values.get(key, defaults.get(key))
+        if key == "n_kv_heads" and value is None:
+            value = values.get("n_heads")
+        if key == "patch" and value is not None:
+            value = [int(v) for v in value]
+        if key == "prompt_conditioning" and value is not None:
+            value = "on"  # released configs spell it "cross_attention" or "cross_attn"
+        arch[key] = value
+    blob = json.dumps(arch, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -129,7 +146,8 @@ class WorldConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None,
                   defaults: dict[str, Any] | None = None) -> "WorldConfig":
-        """Read ``config.yaml``; ``defaults`` fill keys the file lacks, ``overrides`` replace any."""
+        """Read ``config.yaml``; ``defaults`` fill keys the file lacks (by default those of the
+        released model with the same architecture, ``known_model_defaults``), ``overrides`` replace any."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path.parent}: no {path.name}")
@@ -137,7 +155,9 @@ class WorldConfig:
             values = yaml.safe_load(f)
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
-        return cls.from_dict({**(defaults or {}), **values, **(overrides or {})})
+        if defaults is None:
+            defaults = known_model_defaults({**values, **(overrides or {})})
+        return cls.from_dict({**defaults, **values, **(overrides or {})})
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -195,3 +215,26 @@ class WorldConfig:
                  and self.prompt_embedding_dim % self.head_dim == 0,
                  f"prompt_embedding_dim {self.prompt_embedding_dim} must be a positive multiple of the "
                  f"head dim {self.head_dim}")
+
+
+WAYPOINT_1_SMALL_ARCH: dict[str, Any] = {
+    "d_model": 2560, "n_heads": 40, "n_kv_heads": 20, "n_layers": 22, "mlp_ratio": 5, "channels": 16,
+    "height": 16, "width": 16, "patch": [2, 2], "tokens_per_frame": 256, "local_window": 16,
+    "global_window": 128, "global_attn_period": 4, "global_attn_offset": 0, "global_pinned_dilation": 8,
+    "n_buttons": 256, "value_residual": False, "gated_attn": True, "noise_conditioning": "wan",
+    "prompt_conditioning": "cross_attention", "prompt_conditioning_period": 3, "prompt_embedding_dim": 2048,
+    "ctrl_conditioning_period": 3,
+}
+
+# Values that released checkpoints leave out of their config.yaml, keyed by config_fingerprint.
+KNOWN_MODELS: dict[str, dict[str, Any]] = {
+    config_fingerprint(WAYPOINT_1_SMALL_ARCH): {   # Overworld/Waypoint-1-Small and Waypoint-1.1-Small
+        "ae_uri": "OpenWorldLabs/owl_vae_f16_c16_distill_v0_nogan",
+        "prompt_encoder_uri": "google/umt5-xl",
+    },
+}
+
+
+def known_model_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """Defaults for a config's missing keys, looked up by its fingerprint (empty if unknown)."""
+    return dict(KNOWN_MODELS.get(config_fingerprint(values), {}))

@@ -31,8 +31,13 @@ class CtrlInput:
     scroll_wheel: int = 0
 
 
-def validate_ctrl(ctrl: CtrlInput | None, n_buttons: int) -> CtrlInput:
-    """Return ``ctrl`` (or an idle input) after checking it fits a model with ``n_buttons``."""
+def validate_ctrl(ctrl: CtrlInput | None, n_buttons: int, dtype: torch.dtype = torch.float32) -> CtrlInput:
+    """Return ``ctrl`` (or an idle input) after checking it fits a model with ``n_buttons``.
+
+    Mouse deltas must be finite *in ``dtype``*, the precision the control vector is built in
+    (``ctrl_vector`` makes float32): 1e39 is a finite Python float but infinity in float32, and an
+    infinite control would poison the world's state for good.
+    """
     if ctrl is None:
         return CtrlInput()
     if not isinstance(ctrl, CtrlInput):
@@ -42,9 +47,13 @@ def validate_ctrl(ctrl: CtrlInput | None, n_buttons: int) -> CtrlInput:
             raise ValueError(f"unknown button id {b!r}: this model knows ids 0..{n_buttons - 1}")
     if len(ctrl.mouse) != 2:
         raise ValueError(f"mouse must be a (dx, dy) pair, got {ctrl.mouse!r}")
+    limit = torch.finfo(dtype).max
     for v in ctrl.mouse:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise ValueError(f"mouse deltas must be finite numbers, got {ctrl.mouse!r}")
+        if abs(v) > limit:
+            raise ValueError(f"mouse deltas must be finite in {str(dtype).removeprefix('torch.')}, "
+                             f"got {ctrl.mouse!r}")
     if isinstance(ctrl.scroll_wheel, bool) or not isinstance(ctrl.scroll_wheel, int):
         raise ValueError(f"scroll_wheel must be an int, got {ctrl.scroll_wheel!r}")
     return ctrl

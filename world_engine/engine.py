@@ -6,7 +6,9 @@ Everything that does not change within a frame (noise modulations per sigma, the
 the prompt's keys and values) is computed once and reused by every pass.
 
 Where a frame is made: ``gen_frame`` = ``frame_conditions`` (controls, prompt, timestamp) ->
-``denoise_step`` per sigma level -> the cache pass -> the autoencoder's ``decode``. A
+``denoise_step`` per sigma level -> the cache pass -> the autoencoder's ``decode``. Every pass is
+one call of the DiT's flat inference entry (``DiTStep``: tensors in, velocity out, the KV cache
+written in place), eager, ``torch.compile``'d, or replaced by an AOTInductor package on ZeroGPU. A
 ``WorldEngine`` is a ``WorldSource`` and an ``InteractiveWorld`` (``world_engine.protocol``).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import secrets
 import threading
 from pathlib import Path
@@ -22,12 +25,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .config import KNOWN_MODELS, WorldConfig
+from .config import WorldConfig
 from .controls import CtrlInput, ctrl_vector, validate_ctrl
 from .hub import resolve_folder
-from .model.dit import ControlContext, NoiseContext, PromptContext
+from .model.dit import ATTENTION_BACKENDS, DiTStep, WorldDiT
 from .model.kv_cache import RingKVCache
-from .model.loading import load_autoencoder_folder, load_dit
+from .model.loading import load_autoencoder_folder
 from .model.prompt_encoder import load_prompt_encoder
 from .protocol import ControlConvention
 
@@ -40,6 +43,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_attention(device: torch.device, compiled: bool) -> str:
+    """``flex`` where it is a fused kernel (compiled, on CUDA), else ``sdpa`` with the boolean mask."""
+    return "flex" if device.type == "cuda" and compiled else "sdpa"
+
+
 def load_autoencoder(path_or_repo: str | Path, device: torch.device | str | None = None,
                      dtype: torch.dtype | None = None, base: Path | None = None):
     """Load an autoencoder folder or Hub repo: ``encode(img) -> latent``, ``decode(latent) -> image``."""
@@ -49,12 +57,66 @@ def load_autoencoder(path_or_repo: str | Path, device: torch.device | str | None
     return load_autoencoder_folder(folder, device, dtype)
 
 
-class FrameConditions(NamedTuple):
-    """What every pass of one frame shares: its control terms, the prompt's keys and values and its
-    timestamp. Valid for the next frame only (the timestamp moves on with each frame)."""
+def load_inference_dit(folder: Path, config: WorldConfig, device: torch.device, dtype: torch.dtype) -> WorldDiT:
+    """The DiT in ``dtype`` on ``device``, weights streamed from ``model.safetensors`` one tensor at
+    a time (no full state dict in memory next to the model), Q/K/V fused in place.
 
-    control: ControlContext
-    prompt: PromptContext | None
+    Built on the meta device, so nothing is initialised twice; the noise conditioner stays float32
+    and the RoPE tables stay float32/float64 (``WorldDiT._apply``).
+    """
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no model.safetensors")
+    with torch.device("meta"):
+        model = WorldDiT(config)
+    model.to(dtype)
+    model.denoise_step_emb.float()
+    model.to_empty(device=device)
+    model.tie_weights()
+    model.reset_buffers()
+    model.load_checkpoint(path)
+    model.fuse_for_inference()
+    return model.eval().requires_grad_(False)
+
+
+class _Upload:
+    """A per-frame host input (controls, noise) and its copy on the device.
+
+    On CUDA the host side is pinned and the copy asynchronous: refilling waits only for that copy to
+    have left the buffer (an event), never for the device. Created at the first frame, so a process
+    that only builds engines (ZeroGPU's main process) never touches the CUDA runtime.
+    """
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device) -> None:
+        cuda = device.type == "cuda"
+        self.host = torch.zeros(shape, dtype=torch.float32, pin_memory=cuda)
+        self.device = None if device.type == "cpu" else torch.zeros(shape, dtype=torch.float32, device=device)
+        self.event = torch.cuda.Event() if cuda else None
+
+    def fill(self) -> torch.Tensor:
+        """The host buffer, free to overwrite."""
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host
+
+    def send(self) -> torch.Tensor:
+        """The buffer's values on the device."""
+        if self.device is None:
+            return self.host
+        self.device.copy_(self.host, non_blocking=self.event is not None)
+        if self.event is not None:
+            self.event.record()
+        return self.device
+
+
+class FrameConditions(NamedTuple):
+    """What every pass of one frame shares, as the DiT's flat entry takes it: the control terms of
+    the fusion layers, the prompt's keys and values (None without prompt conditioning), the RoPE
+    table of the frame's position and its timestamp. Valid for the next frame only."""
+
+    control: torch.Tensor
+    prompt: torch.Tensor | None
+    rope: torch.Tensor
     timestamps: torch.Tensor
 
 
@@ -74,7 +136,8 @@ class WorldEngine:
 
     def __init__(self, model: str | Path | None = None, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, seed: int | None = None,
-                 overrides: dict[str, Any] | None = None, compile: bool | None = None) -> None:
+                 overrides: dict[str, Any] | None = None, compile: bool | str | None = None,
+                 attention: str | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         if model is None:
@@ -82,16 +145,30 @@ class WorldEngine:
                 raise FileNotFoundError(f"the embedded model is missing from this checkout ({EMBEDDED_MODEL})")
             model = EMBEDDED_MODEL
         self.folder = resolve_folder(model, allow_patterns=["config.yaml", "model.safetensors"])
-        self.config = WorldConfig.from_yaml(self.folder / "config.yaml", overrides,
-                                            defaults=KNOWN_MODELS.get(str(model)))
-        self.model = load_dit(self.folder, self.config, self.device, self.dtype)
-        self.model.fuse_for_inference()
+        # Defaults for keys a released config.yaml leaves out follow the checkpoint's own config
+        # (config.known_model_defaults), wherever the folder lives.
+        self.config = WorldConfig.from_yaml(self.folder / "config.yaml", overrides)
+        self.model = load_inference_dit(self.folder, self.config, self.device, self.dtype)
         if compile is None:
             compile = self.device.type == "cuda"
-        self._forward = torch.compile(self.model, fullgraph=True, dynamic=False) if compile else self.model
+        self.attention = attention or default_attention(self.device, bool(compile))
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {self.attention!r}: use one of {ATTENTION_BACKENDS}")
+        # The flat inference entry every pass goes through: eager, torch.compile'd, or (ZeroGPU)
+        # replaced by an AOTInductor package (its ``forward`` is patched; forks share the module).
+        self.step_module = DiTStep(self.model, self.attention)
+        self.compile_mode = None
+        self._step = self.step_module
+        if compile:
+            self.compile_mode = compile if isinstance(compile, str) else "default"
+            self._step = torch.compile(self.step_module, fullgraph=True, dynamic=False,
+                                       mode=None if self.compile_mode == "default" else self.compile_mode)
         self.autoencoder = None
         if self.config.ae_uri:
             self.autoencoder = load_autoencoder(self.config.ae_uri, self.device, self.dtype, base=self.folder)
+            decoder = getattr(self.autoencoder, "decoder", None)
+            if compile and isinstance(decoder, torch.nn.Module):   # the decode is ~0.7 TFLOP of convolutions
+                self.autoencoder.decoder = torch.compile(decoder, dynamic=False)
         self._shared: dict[str, Any] = {"lock": threading.Lock()}  # lazy parts that forks share
 
         self.model_sigmas = list(self.config.scheduler_sigmas)  # the schedule the model ships with
@@ -108,12 +185,12 @@ class WorldEngine:
 
     @torch.inference_mode()
     def _build_schedule(self) -> None:
-        """Noise modulations per sigma level and the Euler step sizes, in the engine dtype."""
+        """Per sigma level: the stacked noise modulations and the Euler step size, in the engine dtype."""
         sigmas = torch.tensor(self.config.scheduler_sigmas, dtype=self.dtype, device=self.device)
-        self._steps: list[tuple[NoiseContext, torch.Tensor]] = [
-            (self.model.noise_context(sigmas[i].view(1, 1)), sigmas[i + 1] - sigmas[i])
+        self._steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = [
+            (*self.model.noise_mods(sigmas[i].view(1, 1)), sigmas[i + 1] - sigmas[i])
             for i in range(len(sigmas) - 1)]
-        self._clean = self.model.noise_context(sigmas[-1].view(1, 1))
+        self._clean = self.model.noise_mods(sigmas[-1].view(1, 1))
 
     @property
     def n_steps(self) -> int:
@@ -133,14 +210,20 @@ class WorldEngine:
                                   [round(1.0 - i / steps, 6) for i in range(steps + 1)])
 
     def _start_session(self, seed: int | None) -> None:
-        """Fresh per-session state: history, RNG, prompt, control buffer."""
-        self._cache: RingKVCache | None = RingKVCache(self.config, 1, self.device, self.dtype)
+        """Fresh per-session state: history, RNG, prompt, control buffer.
+
+        Noise comes from a CPU generator (the same seed gives the same noise on every device) and
+        the KV cache and the upload buffers are made at the first frame: building an engine and
+        forking sessions touch no device runtime (ZeroGPU builds engines in a process without a GPU).
+        """
+        self._cache: RingKVCache | None = None
+        self._closed = False
+        self._uploads: dict[str, _Upload] = {}
         self.frame_index = 0
-        self.generator = torch.Generator(self.device)
+        self.generator = torch.Generator("cpu")
         self.generator.manual_seed(seed if seed is not None else secrets.randbits(63))
         self.prompt: str | None = None
-        self._prompt_ctx: PromptContext | None = None
-        self._ctrl = torch.zeros(self.config.ctrl_dim)
+        self._prompt_ctx: torch.Tensor | None = None
 
     def fork(self, seed: int | None = None) -> "WorldEngine":
         """A new, empty session sharing this engine's weights (cheap: only the cache is new)."""
@@ -152,16 +235,36 @@ class WorldEngine:
     def close(self) -> None:
         """Free this session's history (its KV cache); the weights stay with the other sessions."""
         self._cache = None
+        self._closed = True
 
     def _history(self) -> RingKVCache:
-        if self._cache is None:
+        if self._closed:
             raise RuntimeError("this session is closed")
+        if self._cache is None:
+            with torch.inference_mode(False):  # plain tensors: written in place by exported/compiled steps too
+                self._cache = RingKVCache(self.config, 1, self.device, self.dtype)
+            if self.compile_mode == "reduce-overhead":  # CUDA graphs replay in place on a static cache arena
+                kv, masks, write_index = self._cache.flat()
+                for t in (*kv, *masks, *write_index):
+                    torch._dynamo.mark_static_address(t)
         return self._cache
+
+    def _upload(self, name: str, shape: tuple[int, ...]) -> _Upload:
+        if name not in self._uploads:
+            self._uploads[name] = _Upload(shape, self.device)
+        return self._uploads[name]
 
     # Prompt -------------------------------------------------------------------------------------
     @property
     def prompt_encoder(self):
-        """The text encoder, loaded on first use and shared with every fork."""
+        """The text encoder, loaded once (``load_prompt_encoder``) and shared with every fork."""
+        return self.load_prompt_encoder()
+
+    def load_prompt_encoder(self):
+        """Load the prompt encoder now (warm-up does, so no GPU call pays for it); None without
+        prompt conditioning. UMT5 loads in the engine dtype (bf16 on a GPU)."""
+        if self.config.prompt_conditioning is None:
+            return None
         with self._shared["lock"]:  # sessions on several threads must not load it twice
             if "prompt_encoder" not in self._shared:
                 folder = resolve_folder(self.config.prompt_encoder_uri, base=self.folder)
@@ -195,10 +298,10 @@ class WorldEngine:
         if not torch.isfinite(emb).all():
             raise ValueError("prompt embedding contains NaN or inf")
         emb = emb.to(self.device, self.dtype).masked_fill(pad_mask.to(self.device)[..., None], 0)
-        self._prompt_ctx = self.model.prompt_context(emb)
+        self._prompt_ctx = self.model.prompt_kv(emb)
         self.prompt = None
 
-    def _prompt_context(self) -> PromptContext | None:
+    def _prompt_context(self) -> torch.Tensor | None:
         if self.config.prompt_conditioning is not None and self._prompt_ctx is None:
             self.set_prompt(DEFAULT_PROMPT)
         return self._prompt_ctx
@@ -208,27 +311,62 @@ class WorldEngine:
     def frame_conditions(self, ctrl: CtrlInput | None = None) -> FrameConditions:
         """The terms every pass of the next frame shares, under controls ``ctrl``."""
         ctrl = validate_ctrl(ctrl, self.config.n_buttons)
-        vec = ctrl_vector(ctrl, self.config.n_buttons, out=self._ctrl)
-        control = self.model.control_context(vec.to(self.device).view(1, 1, -1))
+        upload = self._upload("ctrl", (self.config.ctrl_dim,))
+        ctrl_vector(ctrl, self.config.n_buttons, out=upload.fill())
+        control = self.model.control_terms(upload.send().view(1, 1, -1))
         timestamps = torch.full((1, 1), self.frame_index, dtype=torch.long, device=self.device)
-        return FrameConditions(control, self._prompt_context(), timestamps)
+        return FrameConditions(control, self._prompt_context(), self.model.rope_table(timestamps), timestamps)
+
+    def step_inputs(self, x: torch.Tensor, conditions: FrameConditions, step: int | None,
+                    write: bool) -> tuple:
+        """The arguments of the flat entry (``DiTStep``) for one pass of the next frame: denoising
+        step ``step`` (None: the cache pass at sigma 0). Brackets the history for that pass."""
+        mods, out_mod = self._clean if step is None else self._steps[step][:2]
+        cache = self._history()
+        cache.begin(self.frame_index, write=write)
+        kv, masks, write_index = cache.flat()
+        return (x, mods, out_mod, conditions.control, conditions.prompt, conditions.rope, kv, masks, write_index)
+
+    # Ahead-of-time compilation of the flat entry ---------------------------------------------
+    def example_step_inputs(self) -> tuple:
+        """Arguments of one real denoising pass of a fresh probe session (for ``torch.export``)."""
+        probe = self.fork(seed=0)
+        conditions = probe.frame_conditions(CtrlInput())
+        x = torch.zeros((1, 1, *self.config.latent_shape), device=self.device, dtype=self.dtype)
+        return probe.step_inputs(x, conditions, 0, write=False)
+
+    def export_step(self, args: tuple | None = None, kwargs: dict | None = None):
+        """``torch.export`` of the flat entry (``step_module``) with static shapes, from ``args``
+        (e.g. captured from a real call) or from ``example_step_inputs``. The K/V buffers are inputs
+        that the program writes in place, never constants of it."""
+        if args is None and not kwargs:
+            args = self.example_step_inputs()
+        with torch.no_grad():
+            return torch.export.export(self.step_module, tuple(args or ()), kwargs=dict(kwargs or {}))
+
+    def step_signature(self) -> dict[str, Any]:
+        """What the compiled code of the flat entry depends on besides torch and the GPU: the
+        architecture, the dtype, the attention backend and the source of the DiT and its cache."""
+        from .model import dit, kv_cache
+
+        source = hashlib.sha256()
+        for module in (dit, kv_cache):
+            source.update(Path(module.__file__).read_bytes())
+        cfg = {k: v for k, v in self.config.to_dict().items()
+               if k not in ("scheduler_sigmas", "ae_uri", "prompt_encoder_uri", "mouse_units_per_pixel", "mouse_cap")}
+        return {"config": cfg, "dtype": str(self.dtype), "attention": self.attention,
+                "source": source.hexdigest()[:16]}
 
     @torch.inference_mode()
     def denoise_step(self, x: torch.Tensor, conditions: FrameConditions, step: int) -> torch.Tensor:
         """One Euler step of the next frame: ``x`` (``[1, 1, C, H, W]``, at sigma level ``step``)
         moved to the next level. One DiT forward that reads the history and leaves it as it is."""
-        noise_ctx, dsigma = self._steps[step]
-        cache = self._history()
-        cache.begin(self.frame_index, write=False)
-        return x + dsigma * self._forward(x, noise_ctx, conditions.timestamps, conditions.control,
-                                          conditions.prompt, cache=cache)
+        dsigma = self._steps[step][2]
+        return x + dsigma * self._step(*self.step_inputs(x, conditions, step, write=False))
 
     def _cache_pass(self, latent: torch.Tensor, conditions: FrameConditions) -> None:
-        cache = self._history()
-        cache.begin(self.frame_index, write=True)
-        self._forward(latent, self._clean, conditions.timestamps, conditions.control, conditions.prompt,
-                      cache=cache)
-        cache.end()
+        self._step(*self.step_inputs(latent, conditions, None, write=True))
+        self._history().end()
         self.frame_index += 1
 
     def _check_latent(self, latent: Any, name: str) -> torch.Tensor:
@@ -259,8 +397,9 @@ class WorldEngine:
             self._require_autoencoder()
         conditions = self.frame_conditions(ctrl)
         if noise is None:
-            x = torch.randn((1, 1, *self.config.latent_shape), generator=self.generator,
-                            device=self.device, dtype=self.dtype)
+            upload = self._upload("noise", (1, 1, *self.config.latent_shape))
+            torch.randn(upload.host.shape, generator=self.generator, out=upload.fill())
+            x = upload.send().to(self.dtype)
         else:
             x = self._check_latent(noise, "noise")
         for step in range(self.n_steps):
@@ -275,7 +414,10 @@ class WorldEngine:
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the history (the prompt stays); a ``seed`` restarts the noise sequence."""
-        self._history().reset()
+        if self._closed:
+            raise RuntimeError("this session is closed")
+        if self._cache is not None:
+            self._cache.reset()
         self.frame_index = 0
         if seed is not None:
             self.generator.manual_seed(seed)

@@ -50,8 +50,8 @@ def served(request):
     backend.warm_up([chosen])
     world_app = WorldApp(backend, models, allow_custom_models=False, fps=FPS)
     demo = app_module.build_demo(world_app, chosen.key)
-    demo.queue(max_size=20, default_concurrency_limit=2)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app_module.LAUNCH)
+    app_module.configure_queue(demo, 2)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app_module.launch_kwargs(world_app, demo))
     yield world_app, url, request.param
     demo.close()
 

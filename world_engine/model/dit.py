@@ -15,11 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pathlib import Path
+
 from ..config import WorldConfig
-from .kv_cache import RingKVCache
+from .kv_cache import RingKVCache, layer_slots
 
 RMS_EPS = torch.finfo(torch.float32).eps
 NOISE_FOURIER_DIM = 512
+POSITION_TABLES = ("rope_xy", "rope_t_freqs")  # non-persistent buffers that never follow the model dtype
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -165,6 +168,58 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return y.reshape(b, hq, m, dh)
 
 
+ATTENTION_BACKENDS = ("sdpa", "flex")
+FLEX_BLOCK = 128
+
+
+def cached_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                     backend: str = "sdpa") -> torch.Tensor:
+    """Attention of one frame's queries ``[B, Hq, T, dh]`` over the cache ``[B, Hkv, capacity, dh]``.
+
+    ``mask [capacity]`` marks the live slots. ``sdpa`` passes it as a boolean mask (every kernel that
+    takes a mask, the reference for parity); ``flex`` (CUDA, compiled) turns it into a FlexAttention
+    block mask, so the kernel is a flash-style one that skips the dead slots instead of masking them.
+    Dead slots are whole frames, so with ``tokens_per_frame`` a multiple of the block size every
+    block is either live or dead and no per-element mask is evaluated.
+    """
+    if backend == "flex":
+        return _flex_cached_attention(q, keys, values, mask)
+    if backend != "sdpa":
+        raise ValueError(f"unknown attention backend {backend!r}: use one of {ATTENTION_BACKENDS}")
+    return grouped_attention(q, keys, values, mask.view(1, 1, 1, -1))
+
+
+def flex_block_size(tokens: int, capacity: int) -> int | None:
+    """The KV block size FlexAttention uses for a cache, or None where no block size fits."""
+    for size in (FLEX_BLOCK, 64, 32, 16):  # the fused kernels take blocks of 16 and up
+        if tokens % size == 0 and capacity % size == 0:
+            return size
+    return None
+
+
+def _flex_cached_attention(q, keys, values, mask):
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+    b, hq, m, dh = q.shape
+    capacity = keys.shape[2]
+    size = flex_block_size(m, capacity)
+    if size is None:
+        return grouped_attention(q, keys, values, mask.view(1, 1, 1, -1))
+    blocks = capacity // size
+    live = mask.view(blocks, size)[:, 0]  # slots are whole frames: a block is all live or all dead
+    order = torch.argsort((~live).to(torch.int32), stable=True).to(torch.int32)  # live blocks first
+    q_blocks = (m + size - 1) // size
+    count = live.sum().to(torch.int32).view(1, 1, 1).expand(1, 1, q_blocks).contiguous()
+    indices = order.view(1, 1, 1, blocks).expand(1, 1, q_blocks, blocks).contiguous()
+    empty = torch.zeros_like(count)
+    # Live blocks are "full" blocks, so the fused kernel never evaluates ``mask_mod`` for them; the
+    # mask_mod states the same mask for paths that ignore the block structure (eager, CPU).
+    block_mask = BlockMask.from_kv_blocks(empty, indices, count, indices, BLOCK_SIZE=size,
+                                          mask_mod=lambda b, h, q_idx, kv_idx: mask[kv_idx],
+                                          seq_lengths=(m, capacity))
+    return flex_attention(q, keys, values, block_mask=block_mask, enable_gqa=hq != keys.shape[1])
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: WorldConfig, layer: int) -> None:
         super().__init__()
@@ -179,9 +234,9 @@ class SelfAttention(nn.Module):
         self.v_lamb = nn.Parameter(torch.tensor(0.5)) if config.value_residual else None
         self.qkv_weight: torch.Tensor | None = None  # fused copy, set by WorldDiT.fuse_for_inference
 
-    def forward(self, a: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], v_first: torch.Tensor | None,
-                cache: RingKVCache | None, timestamps: torch.Tensor,
-                visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def project(self, a: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], v_first: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Queries, keys and values ``[B, heads, N*T, dh]`` after QK-norm and RoPE (and value residual)."""
         b, n, t, _ = a.shape
         m = n * t
         if self.qkv_weight is not None:
@@ -196,8 +251,22 @@ class SelfAttention(nn.Module):
             v_first = v if v_first is None else v_first
             v = torch.lerp(v, v_first, self.v_lamb.to(v.dtype))
         cos, sin = rope
-        q, k = apply_rope(rms(q), cos, sin), apply_rope(rms(k), cos, sin)
+        return apply_rope(rms(q), cos, sin), apply_rope(rms(k), cos, sin), v, v_first
 
+    def finish(self, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gate (if any) and output projection of the attention result ``y [B, Hq, N*T, dh]``."""
+        b, n, t, _ = a.shape
+        if self.gate_proj is not None:
+            gate = torch.sigmoid(self.gate_proj(a[..., :self.hq]))  # [B, N, T, Hq]
+            y = y * gate.reshape(b, n * t, self.hq).transpose(1, 2)[..., None]
+        y = y.transpose(1, 2).reshape(b, n, t, self.hq * self.dh)
+        return self.out_proj(y)
+
+    def forward(self, a: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], v_first: torch.Tensor | None,
+                cache: RingKVCache | None, timestamps: torch.Tensor,
+                visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        t = a.shape[2]
+        q, k, v, v_first = self.project(a, rope, v_first)
         if cache is not None:
             k, v, valid = cache.upsert(self.layer, k, v)
             mask = valid.view(1, 1, 1, -1)
@@ -205,11 +274,23 @@ class SelfAttention(nn.Module):
             frames = visible if visible is not None else frame_visibility(timestamps, self.window, self.dilation)
             mask = frames.repeat_interleave(t, 1).repeat_interleave(t, 2)[:, None]
         y = grouped_attention(q, k, v, mask)  # [B, Hq, M, dh]
-        if self.gate_proj is not None:
-            gate = torch.sigmoid(self.gate_proj(a[..., :self.hq]))  # [B, N, T, Hq]
-            y = y * gate.reshape(b, m, self.hq).transpose(1, 2)[..., None]
-        y = y.transpose(1, 2).reshape(b, n, t, self.hq * self.dh)
-        return self.out_proj(y), v_first
+        return self.finish(a, y), v_first
+
+    def step(self, a: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], v_first: torch.Tensor | None,
+             kv: torch.Tensor, mask: torch.Tensor, write_index: torch.Tensor,
+             attention: str = "sdpa") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One cached frame with the cache as tensors: ``kv [2, B, Hkv, capacity, dh]`` (keys, values),
+        ``mask [capacity]`` (True = attend) and ``write_index [T]`` (where this frame's K/V go; the
+        tail always gets them too, since this frame attends to itself there)."""
+        q, k, v, v_first = self.project(a, rope, v_first)
+        keys, values = kv[0], kv[1]
+        t = k.shape[2]
+        keys[:, :, -t:].copy_(k)
+        values[:, :, -t:].copy_(v)
+        keys.index_copy_(2, write_index, k)
+        values.index_copy_(2, write_index, v)
+        y = cached_attention(q, keys, values, mask, attention)
+        return self.finish(a, y), v_first
 
 
 class PromptCrossAttention(nn.Module):
@@ -273,9 +354,21 @@ class Block(nn.Module):
                 v_first: torch.Tensor | None, control_term: torch.Tensor | None,
                 prompt_kv: tuple[torch.Tensor, torch.Tensor] | None, cache: RingKVCache | None,
                 timestamps: torch.Tensor, visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._body(h, mods, control_term, prompt_kv,
+                          lambda a: self.attn(a, rope, v_first, cache, timestamps, visible))
+
+    def step(self, h: torch.Tensor, mods: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+             v_first: torch.Tensor | None, control_term: torch.Tensor | None,
+             prompt_kv: tuple[torch.Tensor, torch.Tensor] | None, kv: torch.Tensor, mask: torch.Tensor,
+             write_index: torch.Tensor, attention: str = "sdpa") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward`` for one cached frame, cache as tensors (see ``SelfAttention.step``)."""
+        return self._body(h, mods, control_term, prompt_kv,
+                          lambda a: self.attn.step(a, rope, v_first, kv, mask, write_index, attention))
+
+    def _body(self, h, mods, control_term, prompt_kv, attend):
         s0, b0, g0, s1, b1, g1 = mods
         a = rms(h) * (1 + s0) + b0
-        y, v_first = self.attn(a, rope, v_first, cache, timestamps, visible)
+        y, v_first = attend(a)
         h = h + g0 * y
         if self.prompt_cross_attn is not None:
             h = h + self.prompt_cross_attn(h, prompt_kv)
@@ -336,6 +429,22 @@ class WorldDiT(nn.Module):
                 for proj, ref in zip(block.cond_head.cond_proj, shared):
                     proj.weight = ref.weight
 
+    def _apply(self, fn, recurse=True):
+        """``to``/``half``/``cuda``...: the position tables move with the model but keep their dtype.
+
+        RoPE angles reach ~19 rad, where bf16 loses ~0.04 rad; the reference keeps them in float32
+        too (and the time frequencies stay float64 for the exact modulo in ``rope``).
+        """
+        tables = {name: self._buffers.pop(name) for name in POSITION_TABLES if name in self._buffers}
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            device = self.unpatchify.weight.device
+            for name, table in tables.items():
+                self._buffers[name] = (torch.empty_like(table, device=device) if table.is_meta
+                                       else table.to(device))
+        return self
+
     def reset_buffers(self) -> None:
         """Recompute the non-persistent buffers (after building on the meta device)."""
         self.rope_xy = spatial_rope_angles(self.config).to(self.rope_xy.device)
@@ -343,10 +452,93 @@ class WorldDiT(nn.Module):
 
     @torch.no_grad()
     def fuse_for_inference(self) -> None:
-        """Concatenate Q, K, V weights into one GEMM per layer (same math, fewer launches)."""
+        """Concatenate Q, K, V weights into one GEMM per layer (same math, fewer launches).
+
+        The fused matrix becomes the only storage: ``q_proj``/``k_proj``/``v_proj`` keep their names
+        and values as views into it, so fusing costs no extra memory.
+        """
         for block in self.blocks:
             attn = block.attn
-            attn.qkv_weight = torch.cat((attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight))
+            if attn.qkv_weight is not None:
+                continue
+            fused = torch.cat((attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight))
+            attn.qkv_weight = nn.Parameter(fused, requires_grad=False)
+            start = 0
+            for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+                rows = proj.weight.shape[0]
+                proj.weight = nn.Parameter(fused[start:start + rows], requires_grad=False)
+                start += rows
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Read ``model.safetensors`` strictly, one tensor at a time, straight into this model's
+        (already placed and typed) parameters: no second copy of the weights, ever."""
+        from safetensors import safe_open
+
+        expected = self.state_dict(keep_vars=True)
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            stored = list(f.keys())
+            missing = [k for k in expected if k not in stored]
+            if missing:
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise ValueError(f"{path}: missing weight {missing[0]!r}{more}")
+            unexpected = [k for k in stored if k not in expected]
+            if unexpected:
+                more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+                raise ValueError(f"{path}: unexpected weight {unexpected[0]!r}{more} for this config")
+            for key, target in expected.items():
+                shape = list(f.get_slice(key).get_shape())
+                if shape != list(target.shape):
+                    raise ValueError(f"{path}: weight {key!r} has shape {shape}, the config expects "
+                                     f"{list(target.shape)}")
+            done: set[int] = set()
+            with torch.no_grad():
+                for key, target in expected.items():
+                    if id(target) in done:  # tied weights (cond_proj): every copy in the file is equal
+                        continue
+                    target.copy_(f.get_tensor(key))
+                    done.add(id(target))
+
+    # Flat inference entry ---------------------------------------------------------------------
+    def layer_slots(self) -> list[tuple[int, int]]:
+        """``(group, index)`` of every layer's K/V in the ring cache's stacked buffers."""
+        return layer_slots(self.config)
+
+    def noise_mods(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``noise_context`` stacked: block modulations ``[L, 6, B, N, 1, D]`` and the output
+        norm's ``[2, B, N, 1, D]`` (scale, shift)."""
+        ctx = self.noise_context(sigma)
+        return (torch.stack([torch.stack(mods) for mods in ctx.blocks]),
+                torch.stack((ctx.out_scale, ctx.out_shift)))
+
+    def control_terms(self, ctrl: torch.Tensor) -> torch.Tensor:
+        """``control_context`` stacked over the fusion layers: ``[F, B, N, 1, D]``."""
+        return torch.stack([t for t in self.control_context(ctrl).terms if t is not None])
+
+    def prompt_kv(self, prompt_emb: torch.Tensor) -> torch.Tensor | None:
+        """``prompt_context`` stacked over the cross-attention layers: ``[CA, 2, B, heads, S, dh]``."""
+        if self.config.prompt_conditioning is None:
+            return None
+        return torch.stack([torch.stack(kv) for kv in self.prompt_context(prompt_emb).kv if kv is not None])
+
+    def rope_table(self, timestamp: torch.Tensor) -> torch.Tensor:
+        """cos and sin ``[2, T, dh/2]`` (float32) of one frame at ``timestamp [1, 1]``."""
+        cos, sin = self.rope(timestamp)
+        return torch.stack((cos[0, 0], sin[0, 0]))
+
+    def step(self, x: torch.Tensor, mods: torch.Tensor, out_mod: torch.Tensor, ctrl_terms: torch.Tensor,
+             prompt_kv: torch.Tensor | None, rope: torch.Tensor, kv: tuple[torch.Tensor, ...],
+             masks: tuple[torch.Tensor, ...], write_index: tuple[torch.Tensor, ...],
+             attention: str = "sdpa") -> torch.Tensor:
+        """The inference forward of one frame, every input a tensor (``torch.export``-able).
+
+        ``x [B, 1, C, H, W]``; ``mods``/``out_mod`` from ``noise_mods``; ``ctrl_terms`` from
+        ``control_terms``; ``prompt_kv`` from ``prompt_kv`` (None without prompt conditioning);
+        ``rope`` from ``rope_table``; per cache group (``RingKVCache.flat``): the stacked K/V
+        buffers ``[layers, 2, B, Hkv, capacity, dh]`` (written in place: this frame's K/V go to the
+        tail and to ``write_index``), the live-slot ``mask [capacity]`` and ``write_index [T]``.
+        Same math as ``forward(x, sigma, ..., cache=cache)``; returns the velocity ``[B, 1, C, H, W]``.
+        """
+        return flat_step(self, x, mods, out_mod, ctrl_terms, prompt_kv, rope, kv, masks, write_index, attention)
 
     # Conditioning -----------------------------------------------------------------------------
     def noise_context(self, sigma: torch.Tensor) -> NoiseContext:
@@ -438,3 +630,51 @@ class ControlEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x)
+
+
+def flat_step(net, x, mods, out_mod, ctrl_terms, prompt_kv, rope, kv, masks, write_index, attention="sdpa"):
+    """The body of ``WorldDiT.step`` for anything with the DiT's ``config``, ``blocks``,
+    ``patchify`` and ``unpatchify`` (the DiT itself, or a ``DiTStep``)."""
+    cfg = net.config
+    b, n, c, height, width = x.shape
+    h = net.patchify(x.reshape(b * n, c, height, width).to(net.patchify.weight.dtype))
+    h = h.flatten(2).transpose(1, 2).reshape(b, n, cfg.tokens_per_frame, cfg.d_model)
+    cos_sin = (rope[0], rope[1])
+    v_first = None
+    fusion = cross = 0
+    for i, (block, (group, index)) in enumerate(zip(net.blocks, layer_slots(net.config))):
+        control_term = None
+        if block.ctrl_mlpfusion is not None:
+            control_term, fusion = ctrl_terms[fusion], fusion + 1
+        prompt = None
+        if block.prompt_cross_attn is not None:
+            prompt, cross = (prompt_kv[cross, 0], prompt_kv[cross, 1]), cross + 1
+        h, v_first = block.step(h, mods[i], cos_sin, v_first, control_term, prompt, kv[group][index],
+                                masks[group], write_index[group], attention)
+    h = F.silu(rms(h) * (1 + out_mod[0]) + out_mod[1])
+    out = net.unpatchify(h)
+    ph, pw = cfg.patch
+    out = out.reshape(b, n, cfg.height, cfg.width, c, ph, pw).permute(0, 1, 4, 2, 5, 3, 6)
+    return out.reshape(b, n, c, height, width)
+
+
+class DiTStep(nn.Module):
+    """``WorldDiT.step`` as a module's ``forward``: what ``torch.compile``, ``torch.export`` and
+    AOTInductor take. Its children are the DiT's own modules that a pass uses (``blocks``,
+    ``patchify``, ``unpatchify``), shared, not copied; everything else a pass needs arrives as an
+    input. It holds no non-persistent buffer, so its ``state_dict`` names every constant an
+    exported/AOT-compiled program of it needs (the RoPE tables stay with the DiT)."""
+
+    def __init__(self, dit: WorldDiT, attention: str = "sdpa") -> None:
+        super().__init__()
+        if attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {attention!r}: use one of {ATTENTION_BACKENDS}")
+        self.config = dit.config
+        self.blocks = dit.blocks
+        self.patchify = dit.patchify
+        self.unpatchify = dit.unpatchify
+        self.attention = attention
+
+    def forward(self, x, mods, out_mod, ctrl_terms, prompt_kv, rope, kv, masks, write_index):
+        return flat_step(self, x, mods, out_mod, ctrl_terms, prompt_kv, rope, kv, masks, write_index,
+                         self.attention)

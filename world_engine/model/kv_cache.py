@@ -2,7 +2,7 @@
 
 Each layer keeps ``window // dilation`` frame slots plus a one-frame tail that always holds the
 current frame. Layers that share ``(window, dilation)`` share one validity mask, computed once per
-forward. Buffers are allocated once; a forward only copies into them.
+forward, and one stacked buffer. Buffers are allocated once; a forward only copies into them.
 """
 
 from __future__ import annotations
@@ -53,32 +53,56 @@ class _Group:
             self.written[self.slot * self.tokens:(self.slot + 1) * self.tokens] = True
 
 
+def layer_slots(config: WorldConfig) -> list[tuple[int, int]]:
+    """``(group, index)`` of each layer: groups are the distinct ``(window, dilation)`` pairs in order
+    of first use, ``index`` the layer's row in its group's stacked buffer."""
+    groups: dict[tuple[int, int], int] = {}
+    counts: list[int] = []
+    slots = []
+    for layer in range(config.n_layers):
+        key = config.layer_window(layer)
+        if key not in groups:
+            groups[key] = len(groups)
+            counts.append(0)
+        g = groups[key]
+        slots.append((g, counts[g]))
+        counts[g] += 1
+    return slots
+
+
 class RingKVCache:
-    """Static K/V buffers ``[B, Hkv, capacity, dh]`` per layer, stored after QK-norm and RoPE."""
+    """Static K/V buffers per layer, stored after QK-norm and RoPE.
+
+    The layers of a group share one stacked buffer ``[layers, 2, B, Hkv, capacity, dh]`` (keys at
+    ``[:, 0]``, values at ``[:, 1]``); ``keys[layer]``/``values[layer]`` are views into it. ``flat()``
+    hands the buffers, masks and write indices to ``WorldDiT.step`` as plain tensors.
+    """
 
     def __init__(self, config: WorldConfig, batch_size: int = 1, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
         device = torch.device(device)
         tokens = config.tokens_per_frame
+        slots = layer_slots(config)
         self.groups: dict[tuple[int, int], _Group] = {}
-        self.layer_group: list[_Group] = []
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
         for layer in range(config.n_layers):
             window, dilation = config.layer_window(layer)
-            group = self.groups.get((window, dilation))
-            if group is None:
-                group = self.groups[(window, dilation)] = _Group(window, dilation, tokens, device)
-            self.layer_group.append(group)
-            shape = (batch_size, config.n_kv_heads, group.capacity, config.head_dim)
-            self.keys.append(torch.zeros(shape, device=device, dtype=dtype))
-            self.values.append(torch.zeros(shape, device=device, dtype=dtype))
+            if (window, dilation) not in self.groups:
+                self.groups[(window, dilation)] = _Group(window, dilation, tokens, device)
+        ordered = list(self.groups.values())
+        self.buffers: list[torch.Tensor] = []
+        for g, group in enumerate(ordered):
+            layers = sum(1 for gg, _ in slots if gg == g)
+            shape = (layers, 2, batch_size, config.n_kv_heads, group.capacity, config.head_dim)
+            self.buffers.append(torch.zeros(shape, device=device, dtype=dtype))
+        self.layer_group: list[_Group] = [ordered[g] for g, _ in slots]
+        self.keys: list[torch.Tensor] = [self.buffers[g][i, 0] for g, i in slots]
+        self.values: list[torch.Tensor] = [self.buffers[g][i, 1] for g, i in slots]
         self.tokens = tokens
 
     def reset(self) -> None:
         for group in self.groups.values():
             group.reset()
-        for buf in (*self.keys, *self.values):
+        for buf in self.buffers:
             buf.zero_()
 
     def begin(self, t: int, write: bool) -> None:
@@ -90,6 +114,11 @@ class RingKVCache:
         """Finish a writing forward: its ring slots now hold valid history."""
         for group in self.groups.values():
             group.commit()
+
+    def flat(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """``(buffers, masks, write_indices)``, one entry per group, as ``WorldDiT.step`` takes them."""
+        groups = list(self.groups.values())
+        return (tuple(self.buffers), tuple(g.mask for g in groups), tuple(g.write_index for g in groups))
 
     def upsert(self, layer: int, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

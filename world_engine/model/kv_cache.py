@@ -12,7 +12,7 @@ import torch
 from ..config import WorldConfig
 
 
-class _Group:
+class WindowSlots:
     """Slot bookkeeping shared by all layers with the same window and dilation.
 
     The forward itself only reads device tensors (``mask``, ``write_index``), so a compiled or
@@ -83,18 +83,18 @@ class RingKVCache:
         device = torch.device(device)
         tokens = config.tokens_per_frame
         slots = layer_slots(config)
-        self.groups: dict[tuple[int, int], _Group] = {}
+        self.groups: dict[tuple[int, int], WindowSlots] = {}
         for layer in range(config.n_layers):
             window, dilation = config.layer_window(layer)
             if (window, dilation) not in self.groups:
-                self.groups[(window, dilation)] = _Group(window, dilation, tokens, device)
+                self.groups[(window, dilation)] = WindowSlots(window, dilation, tokens, device)
         ordered = list(self.groups.values())
         self.buffers: list[torch.Tensor] = []
         for g, group in enumerate(ordered):
             layers = sum(1 for gg, _ in slots if gg == g)
             shape = (layers, 2, batch_size, config.n_kv_heads, group.capacity, config.head_dim)
             self.buffers.append(torch.zeros(shape, device=device, dtype=dtype))
-        self.layer_group: list[_Group] = [ordered[g] for g, _ in slots]
+        self.layer_group: list[WindowSlots] = [ordered[g] for g, _ in slots]
         self.keys: list[torch.Tensor] = [self.buffers[g][i, 0] for g, i in slots]
         self.values: list[torch.Tensor] = [self.buffers[g][i, 1] for g, i in slots]
         self.tokens = tokens

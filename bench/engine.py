@@ -8,7 +8,7 @@ Everything timed goes through the engine's own path: the flat DiT step as the en
 (``torch.compile``'d on CUDA unless ``--compile off``), ``gen_frame``, the autoencoder decode and
 ``next_frame`` (frame on the host). Random weights need no download; the released config is
 ``WAYPOINT_1_SMALL`` below (``waypoint-format.md`` §5.1). Prints a table and writes JSON
-(``--json``, default ``bench-<model>.json`` in ``--out``).
+(``--json``, default ``bench-<model>.json`` in ``--out``, a temp folder).
 
 "FLOP floor": the time the frame's FLOPs would take at the device's measured dense-matmul peak;
 ``floor_fraction`` = floor / measured (1.0 would be a frame at peak).
@@ -264,7 +264,8 @@ def main() -> None:
     parser.add_argument("--warmup-frames", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path("."), help="folder of the default JSON file")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "world-engine-bench",
+                        help="folder of the default JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,6 +11,7 @@
 # 3. the same again with the cache now warm (a restart): compile time cold vs warm;
 # 4. the same eager (no compile), fewer repeats;
 # 5. summary.txt / summary.json side by side.
+# GPU_CHECK_EXTRA=1 adds (past the budget) CUDA graphs (compile mode reduce-overhead) and compiled SDPA.
 # Each stage has its own time limit so the whole stays within budget; a stage that fails leaves its
 # log and the others still run. The random weights are written once (WEIGHTS, default /tmp).
 set -u
@@ -41,6 +42,10 @@ stage test_cuda 150 python -m pytest -q -p no:cacheprovider -rA tests/test_cuda.
 TORCH_LOGS=recompiles,graph_breaks stage bench_compiled_cold 200 "${BENCH[@]}" --repeats 20 --json "$OUT/bench_compiled_cold.json"
 TORCH_LOGS=recompiles,graph_breaks stage bench_compiled_warm 75 "${BENCH[@]}" --repeats 20 --json "$OUT/bench_compiled_warm.json"
 stage bench_eager 60 "${BENCH[@]}" --compile off --repeats 5 --json "$OUT/bench_eager.json"
+if [ -n "${GPU_CHECK_EXTRA:-}" ]; then   # beyond the 8-minute budget: CUDA graphs, and SDPA compiled
+  TORCH_LOGS=recompiles,graph_breaks stage bench_reduce_overhead 240 "${BENCH[@]}" --compile reduce-overhead --repeats 20 --json "$OUT/bench_reduce_overhead.json"
+  stage bench_compiled_sdpa 200 "${BENCH[@]}" --attention sdpa --repeats 20 --json "$OUT/bench_compiled_sdpa.json"
+fi
 
 python - "$OUT" > "$OUT/summary.txt" 2>&1 <<'EOF'
 import json, pathlib, re, sys

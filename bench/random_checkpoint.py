@@ -80,7 +80,8 @@ def write_random_checkpoint(folder: str | Path, seed: int = 0, autoencoder: str 
         model = WorldDiT(config)
     state = unshared_state_dict(model)
     del model
-    save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, folder / "model.safetensors")
+    save_file({k: v.to("cpu", dtype if v.is_floating_point() else v.dtype) for k, v in state.items()},
+              folder / "model.safetensors")
     del state
     config.save(folder / "config.yaml")
     if autoencoder == "waypoint":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from test_parity import rel_err, run_rollout
 from world_engine import CtrlInput, VK, WorldEngine
@@ -55,7 +56,7 @@ def test_aoti_package_of_the_flat_step_plays_like_eager(fixtures_dir, tmp_path):
     folder = fixtures_dir / "waypoint-dit-a"
     eager = run_rollout(WorldEngine(folder, device="cuda", dtype=torch.bfloat16, compile=False), folder)
     engine = WorldEngine(folder, device="cuda", dtype=torch.bfloat16, compile=False)
-    data = __import__("safetensors.torch", fromlist=["load_file"]).load_file(folder / "rollout.safetensors")
+    data = load_file(folder / "rollout.safetensors")
     engine.set_prompt_embedding(data["prompt_emb"], data["prompt_pad_mask"].bool())
     spaces.aoti_compile_and_save(tmp_path / "package", engine.export_step())
     spaces.aoti_load_from_package_dir(engine.step_module, tmp_path / "package")

@@ -25,6 +25,8 @@ class StatusLine:
             parts.append(f"**Warm-up failed** {html.escape(warm.error)}")
         elif not warm.done.is_set():
             parts.append(f"**Warming up** {warm.fraction:.0%} ({warm.text})")
+        if warm.fast_path:
+            parts.append(f"**Fast path** {html.escape(warm.fast_path)}")
         parts.append(f"**State** {state}")
         if session is not None and session.recipe is not None:
             text = self.board.prompt(session.slot)[1]

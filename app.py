@@ -23,7 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from player.backends import create_backend, detect_kind, model_catalog  # noqa: E402
+from player.backends import cpu_compiler_available, create_backend, detect_kind, model_catalog  # noqa: E402
 from player.component import WorldPlayer  # noqa: E402
 from player.guard import Limits  # noqa: E402
 from player.handlers import WorldApp  # noqa: E402
@@ -46,10 +46,13 @@ CLEAR_STARTING = "() => { window.__wmShow && window.__wmShow('Press Start to ent
 QUEUE_SIZE = 20
 STATUS_UPDATE_S = 1.0     # queue positions are re-sent every second, so they move when someone ahead leaves
 CONCURRENCY = {"cpu": 2, "cuda": 1, "zerogpu": 4}   # worlds streaming at once; the rest wait in the queue
-LAUNCH = dict(css=CSS, theme=THEME, max_file_size="20mb")
+# Uploads over 20 MB are refused by Gradio; per-session state is kept for at most 1 000 sessions
+# (Gradio's default, 10 000, lets made-up session hashes pile up state until the LRU evicts it).
+LAUNCH = dict(css=CSS, theme=THEME, max_file_size="20mb", state_session_capacity=1000)
 HELP = """**Keyboard** W A S D move · Shift sprint · Space jump · Ctrl/C crouch · E use · arrows look ·
-**Mouse** click the world, then move to look (Esc releases) · **Touch** left stick moves, drag on the
-right looks · **Gamepad** sticks + A/B/X/LB."""
+Backspace rewinds 3 s · **Mouse** click the world, then move to look (Esc releases) · **Touch** left
+stick moves, drag on the right looks · **Gamepad** sticks + A/B/X/LB · **Timeline** under the view: drag
+back to return to any moment of the last 30 s."""
 
 
 def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
@@ -99,6 +102,7 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
                     download = gr.Button("\u2b07 Download recording")
                     with gr.Row():
                         video_out = gr.File(label="Video (animated WebP)")
+                        mp4_out = gr.File(label="Video (MP4, H.264)")
                         log_out = gr.File(label="Control log (JSON)")
 
         play_inputs = [prompt, seed, model, steps, start_png]
@@ -112,11 +116,14 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
         reset.click(app.reset, None, [player, status], queue=False, show_progress="hidden")
         player.control(app.control, None, None, queue=False, trigger_mode="multiple", show_progress="hidden",
                        api_visibility="private")
+        player.rewind(app.rewind, None, [player], queue=False, show_progress="hidden", api_visibility="private")
+        player.resync(app.resync, None, None, queue=False, show_progress="hidden", api_visibility="private")
         prompt.submit(app.set_prompt, [prompt], None, queue=False, show_progress="hidden", preprocess=False)
         steps.release(app.set_steps, [steps], None, queue=False, show_progress="hidden", preprocess=False)
-        start_file.change(app.load_start_image, [start_file], [start_png, start_preview])
-        log_file.upload(app.load_log, [log_file], [prompt, seed, model, steps, path_note])
-        download.click(app.download, [overlay], [video_out, log_out])
+        # Not preprocessed either: gr.File's preprocessing leaves an empty temp file behind on every call.
+        start_file.change(app.load_start_image, [start_file], [start_png, start_preview], preprocess=False)
+        log_file.upload(app.load_log, [log_file], [prompt, seed, model, steps, path_note], preprocess=False)
+        download.click(app.download, [overlay], [video_out, mp4_out, log_out])
         timer = gr.Timer(1.0)
         timer.tick(app.warmup_status, None, [status, timer], queue=False, show_progress="hidden")
         demo.load(app.current_status, None, status, queue=False)
@@ -125,8 +132,11 @@ def build_demo(app: WorldApp, default_model: str) -> gr.Blocks:
 
 
 def configure_queue(demo: gr.Blocks, concurrency: int) -> gr.Blocks:
-    """The bounded queue, with positions re-sent every second."""
-    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=concurrency, status_update_rate=STATUS_UPDATE_S)
+    """The bounded queue, with positions re-sent every second. Queued handlers run only through it:
+    off a Space, Gradio would also run them on a direct POST to /gradio_api/run/<name>, outside the
+    concurrency limit and the gate's queue checks."""
+    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=concurrency, status_update_rate=STATUS_UPDATE_S,
+                      api_open=False)
 
 
 def launch_kwargs(app: WorldApp, demo: gr.Blocks) -> dict[str, Any]:
@@ -168,6 +178,9 @@ def main() -> None:
     parser.add_argument("--trust-forwarded-for", action=argparse.BooleanOptionalAction, default=None,
                         help="tell visitors apart by the first X-Forwarded-For hop (default: only on Hugging Face "
                              "Spaces, whose proxy sets it); without a trusted proxy a client could forge it")
+    parser.add_argument("--cpu-compile", choices=("auto", "on", "off"), default="auto",
+                        help="compile the CPU model with torch.compile after warm-up, playing eager meanwhile "
+                             "(~1.5x the fps; minutes the first time, then cached). auto: where a C++ compiler is")
     args = parser.parse_args()
 
     kind = detect_kind()
@@ -177,7 +190,8 @@ def main() -> None:
     models = model_catalog(args.model, kind)
     if not models:
         parser.error("no model to serve: the embedded model is missing from this checkout; pass --model <folder>")
-    backend = create_backend(kind, segment_seconds=60.0 if kind == "zerogpu" else 3600.0)
+    cpu_compile = args.cpu_compile == "on" or (args.cpu_compile == "auto" and cpu_compiler_available())
+    backend = create_backend(kind, segment_seconds=60.0 if kind == "zerogpu" else 3600.0, cpu_compile=cpu_compile)
     idle = args.idle_timeout if args.idle_timeout is not None else (60.0 if kind == "zerogpu" else 300.0)
     trust = args.trust_forwarded_for if args.trust_forwarded_for is not None else bool(os.environ.get("SPACE_ID"))
     limits = Limits.for_concurrency(CONCURRENCY[kind], trust_forwarded_for=trust)

@@ -1,7 +1,9 @@
 """Where frames are made: one engine per model, shared by every session, and one backend per kind
 of machine that runs the sessions' frame loops.
 
-* ``Backend`` (CPU): the small embedded model, eager, frame loop in the Gradio worker thread.
+* ``Backend`` (CPU): the small embedded model, frame loop in the Gradio worker thread. It plays
+  eager at once; with ``cpu_compile`` a background thread then compiles the default model
+  (``WorldEngine.compile_step``, C++ from inductor) and every session switches to it mid-play.
 * ``CudaBackend``: a local GPU; warm-up builds and compiles every GPU model of the catalog (the
   inductor cache lives on disk, so a restart does not recompile) and one engine thread owns the GPU,
   because compiled kernels and CUDA graphs belong to the thread that built them.
@@ -37,7 +39,7 @@ import gradio as gr
 import spaces
 import torch
 
-from player.reality import REALITY, Reality
+from player.reality import BESIDE_REALITY, REALITY, Reality, beside_reality, learned_from_simulator
 from player.sessions import BOARD, MAX_SLOTS
 from player.stream import EncodedFrame, Notice, ResidentWorlds, SegmentArgs, WorldRecipe, run_segment
 from world_engine.controls import CtrlInput
@@ -55,6 +57,7 @@ class ModelChoice:
     key: str
     label: str
     uri: str | None      # what WorldEngine(model=...) gets; None is the embedded model
+    split: bool = False  # played beside the simulator it learned from (``player.reality``)
 
 
 def detect_kind() -> str:
@@ -65,15 +68,22 @@ def detect_kind() -> str:
 
 def model_catalog(extra_models: list[str], kind: str) -> list[ModelChoice]:
     """The allow-list: models named on the CLI, the embedded model, Waypoint-1-Small on a GPU, and
-    the simulator itself ("reality")."""
+    the simulator itself ("reality"); each model trained on the simulator also beside it."""
     from world_engine.engine import EMBEDDED_MODEL
 
     choices = []
     for uri in extra_models:
-        name = Path(uri).name if Path(uri).expanduser().is_dir() else uri
+        folder = Path(uri).expanduser()
+        name = folder.name if folder.is_dir() else uri
         choices.append(ModelChoice(key=uri, label=f"{name} (--model)", uri=uri))
+        if folder.is_dir() and learned_from_simulator(folder):
+            choices.append(ModelChoice(key=uri + BESIDE_REALITY, label=f"{name} beside reality (split view)",
+                                       uri=uri, split=True))
     if (EMBEDDED_MODEL / "config.yaml").is_file():
         choices.append(ModelChoice(key="embedded", label="Tiny world (embedded, runs on CPU)", uri=None))
+        if learned_from_simulator(EMBEDDED_MODEL):
+            choices.append(ModelChoice(key="embedded" + BESIDE_REALITY, uri=None, split=True,
+                                       label="Tiny world beside reality (split view: dream | simulator, PSNR)"))
     if kind != "cpu" and WAYPOINT_SMALL not in extra_models:
         choices.append(ModelChoice(key=WAYPOINT_SMALL, label="Waypoint-1-Small (GPU)", uri=WAYPOINT_SMALL))
     choices.append(ModelChoice(key=REALITY, label="Reality: the simulator the tiny model learned", uri=REALITY))
@@ -115,13 +125,15 @@ class EngineCache:
 
 
 class WarmUp:
-    """Progress of getting the engines ready, readable from any thread."""
+    """Progress of getting the engines ready, readable from any thread. ``fast_path`` says how the
+    CPU compile after warm-up stands ("" when there is none)."""
 
     def __init__(self) -> None:
         self.fraction = 0.0
         self.text = "starting"
         self.error: str | None = None
         self.done = threading.Event()
+        self.fast_path = ""
 
     def update(self, fraction: float, text: str) -> None:
         self.fraction, self.text = fraction, text
@@ -138,15 +150,17 @@ class Backend:
     compiles = False
     warm_text = "warming up"
 
-    def __init__(self, segment_seconds: float) -> None:
+    def __init__(self, segment_seconds: float, cpu_compile: bool = False) -> None:
         self.segment_seconds = segment_seconds
+        self.cpu_compile = cpu_compile
         self.engines = EngineCache(self.device, compile=self.compiles)
         self.worlds = ResidentWorlds(MAX_SLOTS)
         self.warmup = WarmUp()
 
     def warm_up(self, choices: list[ModelChoice]) -> None:
         """Get the engines ready (``_prepare``); a failure shows in the status line and the app keeps
-        serving the other models."""
+        serving the other models. Then, with ``cpu_compile``, compile the default CPU model while
+        it already plays."""
         try:
             self._prepare(choices)
             self.warmup.update(1.0, "ready")
@@ -154,6 +168,27 @@ class Backend:
             self.warmup.error = f"{type(exc).__name__}: {exc}"
         finally:
             self.warmup.done.set()
+        if self.cpu_compile and not self.warmup.error:
+            self._compile_cpu_model(choices[0])
+
+    def _compile_cpu_model(self, choice: ModelChoice) -> None:
+        """``compile_step`` of ``choice``'s engine if it computes on the CPU, with the compile cache
+        kept on disk (a restart loads it in seconds); a failure leaves it eager and says why."""
+        if self.engines.device_for(choice.uri) != "cpu":
+            return
+        engine = self.engines.get(choice.uri)
+        if not hasattr(engine, "compile_step"):
+            return
+        cache = CompileCache()
+        self.warmup.fast_path = "compiling (playing eager meanwhile)"
+        try:
+            cache.load()
+            self.call(engine.compile_step)
+            cache.save()
+            self.warmup.fast_path = "compiled"
+        except Exception as exc:   # no working compiler, an inductor bug: eager still plays
+            traceback.print_exc()
+            self.warmup.fast_path = f"off ({type(exc).__name__})"
 
     def _prepare(self, choices: list[ModelChoice]) -> None:
         """Build the default engine and run a few frames (compiling on CUDA)."""
@@ -166,7 +201,8 @@ class Backend:
         probe.close()
 
     def open_world(self, uri: str | None, recipe: WorldRecipe) -> InteractiveWorld:
-        return self.engines.get(uri).fork(seed=recipe.seed)
+        world = self.engines.get(uri).fork(seed=recipe.seed)
+        return beside_reality(world, recipe.seed) if recipe.split else world
 
     def segments(self, args: SegmentArgs, uri: str | None) -> Iterator[EncodedFrame | Notice]:
         """Run one segment of the session's world of model ``uri``."""
@@ -196,8 +232,45 @@ def persistent_cache_dir(name: str) -> Path:
     return root / name
 
 
+class CompileCache:
+    """Inductor's caches on disk (``TORCHINDUCTOR_CACHE_DIR``, default ``persistent_cache_dir``),
+    plus the artefacts of ``torch.compiler.save_cache_artifacts`` saved after a compile and loaded
+    back at the next start, so a restart does not recompile."""
+
+    def __init__(self) -> None:
+        inductor_dir = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(persistent_cache_dir("inductor"))))
+        os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+        os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+        self.path = inductor_dir / "mega-cache.bin"
+
+    def load(self) -> None:
+        if self.path.is_file():
+            try:
+                torch.compiler.load_cache_artifacts(self.path.read_bytes())
+            except Exception as exc:  # a cache from another torch version: compile afresh
+                print(f"compile cache not loaded ({exc})", file=sys.stderr)
+
+    def save(self) -> None:
+        try:
+            saved = torch.compiler.save_cache_artifacts()
+        except Exception as exc:
+            print(f"compile cache not saved ({exc})", file=sys.stderr)
+            return
+        if saved:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_bytes(saved[0])
+            tmp.replace(self.path)
+
+
+def cpu_compiler_available() -> bool:
+    """Whether inductor can build C++ here (``$CXX``, else ``g++``/``c++`` on the PATH)."""
+    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++") if c)
+
+
 def _gpu_choices(choices: list[ModelChoice]) -> list[ModelChoice]:
-    return [c for c in choices if c.uri != REALITY]
+    """The models to warm on a GPU: not the simulator, and a split entry once, as its own model."""
+    return [c for c in choices if c.uri != REALITY and not c.split]
 
 
 class CudaBackend(Backend):
@@ -214,13 +287,10 @@ class CudaBackend(Backend):
     warm_text = "compiling"
     warm_frames = 3
 
-    def __init__(self, segment_seconds: float) -> None:
-        self.inductor_dir = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
-                                                       str(persistent_cache_dir("inductor"))))
-        os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-        os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
-        self.mega_cache = self.inductor_dir / "mega-cache.bin"
-        super().__init__(segment_seconds)
+    def __init__(self, segment_seconds: float, cpu_compile: bool = False) -> None:
+        self.compile_cache = CompileCache()
+        self.mega_cache = self.compile_cache.path
+        super().__init__(segment_seconds, cpu_compile)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
 
     def call(self, fn: Callable, *args):
@@ -254,23 +324,10 @@ class CudaBackend(Backend):
             raise RuntimeError("; ".join(failed))
 
     def _load_compile_cache(self) -> None:
-        if self.mega_cache.is_file():
-            try:
-                torch.compiler.load_cache_artifacts(self.mega_cache.read_bytes())
-            except Exception as exc:  # a cache from another torch version: compile afresh
-                print(f"compile cache not loaded ({exc})", file=sys.stderr)
+        self.compile_cache.load()
 
     def _save_compile_cache(self) -> None:
-        try:
-            saved = torch.compiler.save_cache_artifacts()
-        except Exception as exc:
-            print(f"compile cache not saved ({exc})", file=sys.stderr)
-            return
-        if saved:
-            self.mega_cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.mega_cache.with_suffix(".tmp")
-            tmp.write_bytes(saved[0])
-            tmp.replace(self.mega_cache)
+        self.compile_cache.save()
 
 
 AOTI_COMPILE_SECONDS = 1500   # the longest GPU call ZeroGPU grants at start-up (HF's AoTI guide)
@@ -298,7 +355,8 @@ class ZeroGpuBackend(Backend):
     kind = "zerogpu"
     device = "cuda"
 
-    def __init__(self, segment_seconds: float) -> None:
+    def __init__(self, segment_seconds: float, cpu_compile: bool = False) -> None:
+        # No CPU compile here: this warm-up runs before launch, and it would hold the launch for minutes.
         super().__init__(segment_seconds)
         self.engines = EngineCache(self.device_for, compile=False,
                                    attention=os.environ.get("WORLD_PLAYER_AOTI_ATTENTION", "sdpa"))
@@ -320,7 +378,7 @@ class ZeroGpuBackend(Backend):
             try:
                 self.warmup.update(base, f"loading {choice.label}")
                 engine = self.engines.get(choice.uri)
-                if choice.uri == REALITY:
+                if choice.uri == REALITY or choice.split:     # a split entry plays its model's engine
                     continue
                 engine.load_prompt_encoder()
                 if self.device_for(choice.uri) != "cpu":
@@ -412,5 +470,5 @@ def _is_quota_error(exc: gr.Error) -> bool:
 BACKENDS: dict[str, type[Backend]] = {"cpu": Backend, "cuda": CudaBackend, "zerogpu": ZeroGpuBackend}
 
 
-def create_backend(kind: str, segment_seconds: float) -> Backend:
-    return BACKENDS[kind](segment_seconds)
+def create_backend(kind: str, segment_seconds: float, cpu_compile: bool = False) -> Backend:
+    return BACKENDS[kind](segment_seconds, cpu_compile)

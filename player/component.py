@@ -9,10 +9,13 @@ reaches Python through the custom ``control`` event (``player.control(fn, queue=
 from __future__ import annotations
 
 import base64
+import io
+import math
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from player.controls import JS_KEYMAP, KEY_NAMES
 
@@ -38,10 +41,23 @@ class WorldPlayer(gr.HTML):
 
 
 def frame_value(n: int, seq: int, jpeg: bytes, width: int, height: int, hud: str = "",
-                msg: str = "") -> dict[str, Any]:
-    """The player value for one frame: a JPEG data URL plus what the overlay and acks need."""
-    return {"n": n, "seq": seq, "w": width, "h": height, "hud": hud, "msg": msg,
-            "img": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")}
+                msg: str = "", back: float | None = None, psnr: float | None = None) -> dict[str, Any]:
+    """The player value for one frame: a JPEG data URL plus what the overlay and acks need, how
+    many seconds the timeline reaches back (``back``) and, for a split world, its PSNR."""
+    value = {"n": n, "seq": seq, "w": width, "h": height, "hud": hud, "msg": msg,
+             "img": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")}
+    if back is not None:
+        value["back"] = round(back, 2)
+    if psnr is not None:
+        value["psnr"] = round(psnr, 2) if math.isfinite(psnr) else None
+        value["split"] = True
+    return value
+
+
+def jpeg_size(jpeg: bytes) -> tuple[int, int]:
+    """``(width, height)`` from a JPEG's header."""
+    with Image.open(io.BytesIO(jpeg)) as img:
+        return img.size
 
 
 def message_value(msg: str) -> dict[str, Any]:

@@ -3,8 +3,8 @@ download and removed with the session, and all of them with the server.
 
 The folders live inside Gradio's own file cache, so Gradio serves them in place instead of
 copying each file into its cache for an hour. A download is expensive (the video is encoded in a
-child process, ``player.video``), so one runs at a time and a session may start one every
-``interval_s`` seconds.
+child process, ``player.video``), so one runs at a time and a session may start one
+``interval_s`` seconds after its last one ended.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class DownloadRefused(ValueError):
 
 
 class Downloads:
-    """Writes a session's recording (animated WebP + JSON control log) into its own folder."""
+    """Writes a session's recording (animated WebP, MP4, JSON control log) into its own folder."""
 
     def __init__(self, interval_s: float = 15.0, parent: str | Path | None = None, wait_s: float = 30.0) -> None:
         if parent is None:
@@ -38,8 +38,9 @@ class Downloads:
         self._lock = threading.Lock()
         self._encoder = threading.Semaphore(1)      # one video at a time on this server
 
-    def write(self, session: Session, recorder: Recorder, overlay: bool) -> tuple[str, str]:
-        """The video (controls drawn on it with ``overlay``) and the control log, as file paths."""
+    def write(self, session: Session, recorder: Recorder, overlay: bool) -> tuple[str, str, str]:
+        """The videos (WebP, MP4; controls drawn on them with ``overlay``) and the control log, as
+        file paths."""
         now = time.monotonic()
         with self._lock:
             wait = session.last_download + self.interval_s - now
@@ -56,11 +57,15 @@ class Downloads:
             with self._lock:
                 self._folders[session.key] = folder
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            video = recorder.write_video(folder / f"world-{stamp}.webp", overlay=overlay)
+            webp, mp4 = recorder.write_videos(folder / f"world-{stamp}.webp", folder / f"world-{stamp}.mp4",
+                                              overlay=overlay)
             log = folder / f"world-{stamp}-controls.json"
             log.write_text(recorder.log_json(), encoding="utf-8")
-            return str(video), str(log)
+            return str(webp), str(mp4), str(log)
         finally:
+            # The interval runs from the end: a slow encode (a loaded server) must not let the next
+            # one start at once.
+            session.last_download = max(session.last_download, time.monotonic())
             self._encoder.release()
 
     def forget(self, session: Session) -> None:

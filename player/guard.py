@@ -12,7 +12,8 @@ The gate (``GateMiddleware``, a plain ASGI middleware) also
 
 * refuses request bodies over ``Limits.max_body_bytes`` on every endpoint but file uploads
   (Gradio's ``max_file_size`` caps a single upload, ``Limits.upload_bytes_per_window`` what one
-  client may upload in ``upload_window_s``),
+  client may upload in ``upload_window_s``, counted from ``Content-Length``, which an upload
+  must have),
 * refuses queue joins from a session that is not a live page of the same client, and from a client
   that already has ``queued_per_client`` requests waiting in line,
 * tells the app when the queue grew (``on_queue_join``), so plays in progress shorten to the
@@ -56,7 +57,7 @@ class Limits:
     hidden_timeout_s: float = 10.0       # a play in a hidden tab ends after this long
     max_body_bytes: int = 1 << 20        # any request body but a file upload
     upload_bytes_per_window: int = 200 << 20   # uploads per client ...
-    upload_window_s: float = 600.0       # ... in this sliding window
+    upload_window_s: float = 3600.0      # ... in this sliding window (as long as Gradio keeps an upload)
     download_interval_s: float = 15.0    # between two recording downloads of a session
 
     @classmethod
@@ -138,23 +139,31 @@ class LivePages:
 
 
 class UploadBudget:
-    """Bytes each client uploaded in a sliding window."""
+    """Bytes each client uploaded in a sliding window, kept in ``bucket_s`` buckets: a client's
+    record stays small however many tiny uploads it makes."""
 
-    def __init__(self, limit: int, window_s: float) -> None:
-        self.limit, self.window_s = limit, window_s
-        self._log: dict[str, deque] = defaultdict(deque)
+    def __init__(self, limit: int, window_s: float, bucket_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.bucket_s, self._clock = limit, window_s, bucket_s, clock
+        self._log: dict[str, deque] = defaultdict(deque)     # client -> [bucket start, bytes], oldest first
         self._lock = threading.Lock()
 
     def take(self, client: str, size: int) -> bool:
         """Spend ``size`` bytes of ``client``'s budget; False (nothing spent) when it would overflow."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
+            if len(self._log) > 4096:        # forget clients with nothing in the window (bounded memory)
+                for key in [k for k, v in self._log.items() if not v or now - v[-1][0] > self.window_s]:
+                    del self._log[key]
             log = self._log[client]
             while log and now - log[0][0] > self.window_s:
                 log.popleft()
             if sum(n for _, n in log) + size > self.limit:
                 return False
-            log.append((now, size))
+            if log and now - log[-1][0] < self.bucket_s:
+                log[-1][1] += size
+            else:
+                log.append([now, size])
             return True
 
 
@@ -229,8 +238,13 @@ class GateMiddleware:
         client = gate.client(scope)
         length = _content_length(scope)
         if path.startswith(_UPLOAD) or path.rstrip("/").endswith("/upload"):
-            if length is not None and not gate.uploads.take(client, length):
-                await _respond(send, 429, "You have uploaded a lot in the last few minutes; please wait a little.")
+            if length is None:         # a chunked upload would get past the budget uncounted
+                await _respond(send, 411, "An upload must state its size (Content-Length).")
+                return
+            if not gate.uploads.take(client, length):
+                await _respond(send, 429, f"You have uploaded {limits.upload_bytes_per_window // 2**20} MB in the "
+                                          f"last {limits.upload_window_s / 60:.0f} minutes; please wait before "
+                                          f"uploading more.")
                 return
             await self.app(scope, receive, send)
             return

@@ -35,7 +35,8 @@ from player.play import Outputs, PlayLoop
 from player.recording import MAX_LOG_BYTES, Replay, parse_log
 from player.sessions import BOARD, REGISTRY, Session, SessionFull
 from player.status import StatusLine
-from player.validation import clean_model_key, clean_prompt, clean_seed, clean_steps, read_start_image
+from player.validation import (clean_model_key, clean_prompt, clean_rewind, clean_seed, clean_steps,
+                               read_start_image)
 
 T = TypeVar("T")
 
@@ -46,6 +47,14 @@ def _checked(title: str, check: Callable[..., T], *args: Any) -> T:
         return check(*args)
     except ValueError as exc:
         raise user_error(exc, title) from exc
+
+
+def _upload_path(value: object) -> str | None:
+    """The server path of an uploaded file, as Gradio hands it over without preprocessing (a
+    FileData dict, already checked to lie in its upload folder) or preprocessed (a path)."""
+    if isinstance(value, dict):
+        value = value.get("path")
+    return value if isinstance(value, str) and value else None
 
 
 def _read_log(path: str) -> Replay:
@@ -165,6 +174,23 @@ class WorldApp:
         if session is not None:
             BOARD.set_steps(session.slot, steps)
 
+    def rewind(self, evt: gr.EventData, request: gr.Request) -> Any:
+        """The Rewind button, Backspace or a point on the timeline: ``{"seconds": s}`` back. While
+        paused the page shows the frame it went back to at once."""
+        seconds = _checked("Rewind", clean_rewind, evt._data)
+        session = self._own(request)
+        if session is None:
+            raise user_error("Nothing to rewind yet: press Start and play a little first.", "Rewind")
+        value = _checked("Rewind", self.plays.rewind, session, seconds)
+        return gr.skip() if value is None else value
+
+    def resync(self, request: gr.Request) -> None:
+        """Re-sync the split view: the simulator's true frames go into the model's history."""
+        session = self._own(request)
+        if session is None:
+            raise user_error("Nothing to re-sync yet: press Start first.", "Re-sync")
+        _checked("Re-sync", self.plays.resync, session)
+
     def pause(self, request: gr.Request) -> None:
         """Stop the frame loop; the world is kept and Start continues it."""
         session = self._own(request)
@@ -188,16 +214,18 @@ class WorldApp:
         except ValueError as exc:
             raise user_error(exc, title) from exc
 
-    def load_start_image(self, path: str | None) -> tuple[bytes | None, Any]:
+    def load_start_image(self, upload: object) -> tuple[bytes | None, Any]:
         """Validate an upload; returns the normalised PNG (kept in gr.State) and a preview."""
+        path = _upload_path(upload)
         if not path:
             return None, gr.update(value=None, visible=False)
         png = self._upload("Start image", read_start_image, path)
         preview = np.asarray(Image.open(io.BytesIO(png)))
         return png, gr.update(value=preview, visible=True)
 
-    def load_log(self, path: str | None, request: gr.Request) -> tuple[Any, ...]:
+    def load_log(self, upload: object, request: gr.Request) -> tuple[Any, ...]:
         """Read a control log; the next "Run path" replays it. Fills prompt, seed, model, steps."""
+        path = _upload_path(upload)
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         replay = self._upload("Control log", _read_log, path)
@@ -220,8 +248,9 @@ class WorldApp:
             raise user_error(f"This control log presses button {top}, which {choice.label} does not have "
                              f"(it knows 0..{convention.n_buttons - 1}).", "Control log")
 
-    def download(self, overlay: bool, request: gr.Request) -> tuple[str, str]:
-        """The session as an animated WebP (controls optionally drawn) and its JSON control log."""
+    def download(self, overlay: bool, request: gr.Request) -> tuple[str, str, str]:
+        """The session as an animated WebP and an MP4 (controls optionally drawn) and its JSON
+        control log."""
         session = self._own(request)
         recorder = session.recorder if session else None
         if recorder is None or not len(recorder):

@@ -1,8 +1,10 @@
 """One play of a session: open or continue its world, then stream segments back to back.
 
 Each segment (``player.stream.run_segment``, run by the backend) ends after a bounded time or when
-play stops; this loop starts the next one with what the session kept (frames for re-priming, the
-rest of a scripted path), records every frame and turns the stream into page values.
+play stops; this loop starts the next one with what the session kept (the snapshot the last
+segment handed back, the rest of a scripted path), records every frame and turns the stream into
+page values. Rewinds go to the world through the board; when one is answered the recording drops
+the frames the world no longer has, so the control log still replays the world exactly.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from typing import Any
 import gradio as gr
 
 from player.backends import Backend, ModelChoice
-from player.component import frame_value, message_value
+from player.component import frame_value, jpeg_size, message_value
 from player.errors import user_error, user_warning
 from player.guard import Limits
 from player.recording import Recorder, Replay
 from player.sessions import ControlBoard, Session
 from player.status import StatusLine
-from player.stream import TIME_UP, EncodedFrame, Notice, SegmentArgs, WorldRecipe
+from player.stream import (KEEP_SECONDS, RESYNC_NEEDS_SPLIT, TIME_UP, EncodedFrame, Notice, Resume, Rewound,
+                           SegmentArgs, WorldRecipe)
 
 Outputs = tuple[Any, Any]     # (player value, status line)
 
@@ -54,6 +57,7 @@ class PlayLoop:
                  waiting: Callable[[], int] = lambda: 0) -> None:
         self.backend, self.board, self.status = backend, board, status
         self.fps, self.idle_timeout_s = fps, idle_timeout_s
+        self.keep_frames = round(KEEP_SECONDS * fps) + 1     # the kept history: 30 s back from now
         self.limits, self.waiting = limits or Limits(), waiting
         self._world_ids = itertools.count(1)
 
@@ -100,8 +104,36 @@ class PlayLoop:
         """Stop the session's play and forget its world; the next play builds a fresh one."""
         self.board.stop_run(session.slot)
         session.recipe, session.recorder = None, None
-        session.history.clear()
+        session.resume, session.rewind_pending, session.rewind_limit = None, None, 0
         self.backend.forget(session.key)
+
+    def rewind(self, session: Session, seconds: float) -> dict[str, Any] | None:
+        """Ask the session's world to go back ``seconds`` (at most as far as its kept history
+        reaches; presses add up until the world answers). While it plays, the next frame comes
+        from there; while paused, returns the recorded frame of that point to show now."""
+        if session.recipe is None or session.recorder is None or not session.world_frames:
+            raise ValueError("Nothing to rewind yet: press Start and play a little first.")
+        base = session.rewind_pending[1] if session.rewind_pending else session.world_frames
+        target = max(base - round(seconds * self.fps), session.world_frames - session.rewind_limit, 0)
+        version = self.board.request_rewind(session.slot, session.owner, target)
+        session.rewind_pending = (version, target)
+        if session.running:
+            return None
+        ago = (session.world_frames - target) / self.fps
+        note = f"Rewound {ago:.1f} s \u2014 press Start to go on from here"
+        jpeg = session.recorder.jpeg(target - 1)
+        if jpeg is None:
+            return message_value(note)
+        n, session.frames_sent = session.frames_sent, session.frames_sent + 1
+        return frame_value(n, -1, jpeg, *jpeg_size(jpeg), msg=note, back=0.0)
+
+    def resync(self, session: Session) -> None:
+        """Ask the session's split world to write the simulator's true frames into the model."""
+        if session.recipe is None:
+            raise ValueError("Nothing to re-sync yet: press Start first.")
+        if not session.recipe.split:
+            raise ValueError(RESYNC_NEEDS_SPLIT)
+        self.board.request_resync(session.slot, session.owner)
 
     def _wait_for_warm_up(self, session: Session) -> Iterator[Outputs]:
         warm = self.backend.warmup
@@ -116,12 +148,11 @@ class PlayLoop:
         if not fresh and recipe is not None and (recipe.model, recipe.seed, recipe.start_image) == \
                 (choice.key, seed, start_png):
             return
-        recipe = WorldRecipe(world_id=next(self._world_ids), model=choice.key, seed=seed, start_image=start_png)
+        recipe = WorldRecipe(world_id=next(self._world_ids), model=choice.key, seed=seed, start_image=start_png,
+                             split=choice.split)
         session.recipe, session.model_label = recipe, choice.label
-        session.history.clear()
+        session.resume, session.rewind_pending, session.rewind_limit = None, None, 0
         session.world_frames = 0
-        if start_png is not None:
-            session.history.append((start_png, ((), 0.0, 0.0)))
         session.recorder = Recorder(recipe=recipe, prompt=prompt, steps=steps, fps=self.fps)
 
     def _stream(self, session: Session, run: int, choice: ModelChoice, script: tuple[Any, ...],
@@ -134,9 +165,7 @@ class PlayLoop:
                 if session.recipe is recipe:      # paused (after a reset, Reset's own message stays)
                     yield message_value("Paused \u2014 press Start to continue"), self.status.text(session, "paused")
                 return
-            done = session.world_frames
-            ended = yield from self._segment(session, run, choice, recorder, script, events, status_due)
-            used = session.world_frames - done
+            ended, used = yield from self._segment(session, run, choice, recorder, script, events, status_due)
             script = script[used:]
             events = tuple((i - used, kind, value) for i, kind, value in events if i >= used)
             if ended is not None:
@@ -146,36 +175,66 @@ class PlayLoop:
     def _segment(self, session: Session, run: int, choice: ModelChoice, recorder: Recorder,
                  script: tuple[Any, ...], events: tuple[tuple[int, str, Any], ...],
                  status_due: _Every) -> Iterator[Outputs]:
-        """Stream one segment; returns the notice that ended play, if one did."""
+        """Stream one segment; returns the notice that ended play (if one did) and how many frames
+        it made. The segment is read to its end, past the notice or a newer play, so the snapshot
+        it hands back last (``Resume``) is kept; the world stops at its next frame anyway."""
         args = SegmentArgs(
             key=session.key, slot=session.slot, owner=session.owner, run=run, recipe=session.recipe,
-            frames_done=session.world_frames, history=tuple(session.history), first_n=session.frames_sent,
+            frames_done=session.world_frames, first_n=session.frames_sent,
             script=script, script_events=events, fps=self.fps, max_seconds=self.backend.segment_seconds,
             idle_timeout_s=self.idle_timeout_s, ack_timeout_s=self.limits.ack_timeout_s,
-            hidden_timeout_s=self.limits.hidden_timeout_s)
-        start = time.monotonic()
+            hidden_timeout_s=self.limits.hidden_timeout_s, resume=session.resume, keep_frames=self.keep_frames,
+            rewind_seen=session.rewind_seen)
+        start, made, ended, superseded = time.monotonic(), 0, None, False
         try:
             for item in self.backend.segments(args, choice.uri):
-                if isinstance(item, Notice):
+                if session.recipe is not args.recipe and isinstance(item, (Resume, Rewound)):
+                    continue                                 # a newer world has taken the session's place
+                if isinstance(item, Resume):
+                    session.resume = item
+                elif isinstance(item, Rewound):
+                    self._rewound(session, recorder, item)
+                elif isinstance(item, Notice):
                     if item.kind == "time" and session.busy_turn:
-                        return Notice("time", TIME_UP + " Others are waiting in line, so turns are shorter now.")
-                    if item.ends_play:
-                        return item
-                    user_warning(item.message)
-                    continue
-                if self.board.snapshot(session.slot).run != run:
-                    return None
-                self._record(session, recorder, item)
-                status = self.status.text(session, "playing") if status_due.due() else gr.skip()
-                hud = f"{item.gen_ms:.0f} ms/frame" + self.backend.hud_note(time.monotonic() - start)
-                yield frame_value(item.n, item.seq, item.jpeg, item.width, item.height, hud=hud, msg=""), status
+                        ended = Notice("time", TIME_UP + " Others are waiting in line, so turns are shorter now.")
+                    elif item.ends_play:
+                        ended = item
+                    else:
+                        user_warning(item.message)
+                else:
+                    made += 1
+                    if session.recipe is args.recipe:        # the world made it, shown or not
+                        self._record(session, recorder, item)
+                    superseded = superseded or ended is not None or self.board.snapshot(session.slot).run != run
+                    if superseded:
+                        continue
+                    status = self.status.text(session, "playing") if status_due.due() else gr.skip()
+                    yield self._frame_value(item, start), status
         except (ValueError, RuntimeError, OSError) as exc:
             raise user_error(f"The world stopped: {exc}", "Engine") from exc
-        return None
+        return ended, made
+
+    def _frame_value(self, item: EncodedFrame, start: float) -> dict[str, Any]:
+        """The page value of a frame: the picture, its timing and, for a split world, the PSNR."""
+        hud = f"{item.gen_ms:.0f} ms/frame" + self.backend.hud_note(time.monotonic() - start)
+        if item.psnr is not None:
+            hud += f" \u00b7 PSNR {item.psnr:.1f} dB" if item.psnr < 100 else " \u00b7 PSNR \u221e"
+        return frame_value(item.n, item.seq, item.jpeg, item.width, item.height, hud=hud, msg="",
+                           back=item.back / self.fps, psnr=item.psnr)
 
     @staticmethod
     def _record(session: Session, recorder: Recorder, frame: EncodedFrame) -> None:
-        session.frames_sent = frame.n + 1
+        session.frames_sent = max(session.frames_sent, frame.n + 1)
         session.world_frames += 1
-        session.history.append((frame.jpeg, frame.ctrl))
+        session.rewind_limit = frame.back
         recorder.add(frame)
+
+    @staticmethod
+    def _rewound(session: Session, recorder: Recorder, rewound: Rewound) -> None:
+        """The world went back: so do the recording and the session's count of its frames."""
+        session.rewind_limit -= session.world_frames - rewound.frames_done
+        session.world_frames = rewound.frames_done
+        recorder.truncate(rewound.frames_done)
+        session.rewind_seen = max(session.rewind_seen, rewound.version)
+        if session.rewind_pending and session.rewind_pending[0] <= rewound.version:
+            session.rewind_pending = None

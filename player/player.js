@@ -12,9 +12,12 @@ const NAMES = props.key_names;        // bit order, for the overlay
 const BIT = {};
 NAMES.forEach((n, i) => { BIT[n] = 1 << i; });
 const SEND_MS = 33, RESEND_MS = 250, ACK_MS = 100;
+const REWIND_S = 3;                       // the Rewind button and Backspace go back this far
+const bar = element.querySelector('.wm-bar');
+const timeline = bar.querySelector('.wm-timeline');
 
 const wm = {frames: 0, drawn: 0, sent: 0, fps: 0, lat: 0, latSamples: [], lastN: -1, armed: false,
-            keys: 0, msg: '', locked: false};
+            keys: 0, msg: '', locked: false, back: 0, split: false, psnr: null, smooth: true, rewinds: 0};
 window.__wm = wm;
 
 let kbKeys = 0, padKeys = 0;
@@ -60,7 +63,64 @@ watch('value', () => {
   if (v.msg !== undefined) showMessage(v.msg);
   if (v.hud) $('.wm-server').textContent = v.hud;
   if (v.img) { seenN = v.n; wm.frames += 1; pending = v; if (!busy) drawNext(); }
+  if (v.back !== undefined) showBack(v.back);
+  if (v.img) {
+    wm.split = !!v.split; wm.psnr = v.split ? v.psnr : null;
+    bar.classList.toggle('wm-split', wm.split); root.classList.toggle('wm-split', wm.split);
+  }
 });
+
+// ---- rewind: the button, Backspace and the timeline of the kept history ----------------------
+let scrubbing = false;
+function showBack(seconds) {
+  wm.back = seconds;
+  timeline.disabled = seconds <= 0;
+  if (scrubbing) return;                    // the player is choosing a point: leave the thumb alone
+  timeline.min = String(-Math.max(seconds, 0.1));
+  timeline.value = '0';
+  bar.querySelector('.wm-when').textContent = seconds > 0 ? 'now' : '';
+}
+function rewind(seconds) {
+  if (!(seconds > 0)) return;
+  wm.rewinds += 1;
+  trigger('rewind', {seconds: Math.round(seconds * 100) / 100});
+}
+timeline.addEventListener('pointerdown', () => { scrubbing = true; });
+timeline.addEventListener('input', () => {
+  scrubbing = true;
+  const s = -Number(timeline.value);
+  bar.querySelector('.wm-when').textContent = s > 0.04 ? '\u2212' + s.toFixed(1) + ' s' : 'now';
+});
+timeline.addEventListener('change', () => {
+  scrubbing = false;
+  const s = -Number(timeline.value);
+  timeline.value = '0';
+  bar.querySelector('.wm-when').textContent = 'now';
+  if (s > 0.04) rewind(s);
+});
+bar.querySelector('.wm-rewind').addEventListener('click', () => rewind(REWIND_S));
+bar.querySelector('.wm-resync').addEventListener('click', () => trigger('resync', {}));
+
+// ---- upscaling: smooth (default) or crisp pixels; the choice is remembered ----------------------
+let lastImg = null;
+function setSmooth(on) {
+  wm.smooth = on;
+  root.classList.toggle('wm-pixelated', !on);
+  const button = bar.querySelector('.wm-smooth');
+  button.textContent = on ? 'Smooth' : 'Pixels';
+  button.setAttribute('aria-pressed', String(on));
+  try { localStorage.setItem('wm-smooth', on ? '1' : '0'); } catch (e) { /* private mode */ }
+  if (lastImg) paint(lastImg);
+}
+function paint(img) {
+  ctx.imageSmoothingEnabled = wm.smooth;
+  ctx.imageSmoothingQuality = 'high';
+  ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+}
+bar.querySelector('.wm-smooth').addEventListener('click', () => setSmooth(!wm.smooth));
+let storedSmooth = null;
+try { storedSmooth = localStorage.getItem('wm-smooth'); } catch (e) { /* private mode */ }
+setSmooth(storedSmooth !== '0');
 
 async function drawNext() {
   busy = true;
@@ -74,11 +134,9 @@ async function drawNext() {
       frameSize = v.w + 'x' + v.h;
       canvas.width = v.w * scale; canvas.height = v.h * scale;
       root.style.aspectRatio = v.w + ' / ' + v.h;
-      root.classList.toggle('wm-pixelated', Math.max(v.w, v.h) <= 128);   // tiny worlds look best crisp
     }
-    ctx.imageSmoothingEnabled = !root.classList.contains('wm-pixelated');
-    ctx.imageSmoothingQuality = 'high';
-    ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+    lastImg = img;
+    paint(img);
     const now = performance.now();
     lastFrameAt = now;
     wm.drawn += 1;
@@ -133,6 +191,10 @@ function typing(target) {
 function onKey(e, down) {
   if (e.isComposing || typing(e.target)) return;
   if (down && e.code === 'Escape') { if (wm.armed) disarm(); return; }
+  if (e.code === 'Backspace') {             // rewind, once per press (held: no auto-repeat)
+    if (down && wm.drawn > 0) { e.preventDefault(); if (!e.repeat) rewind(REWIND_S); }
+    return;
+  }
   const bit = KEYMAP[e.code];
   if (bit === undefined) return;
   if (down && !wm.armed) return;
@@ -147,7 +209,7 @@ const listeners = [
   [window, 'keyup', (e) => onKey(e, false)],
   [window, 'blur', () => releaseAll()],
   [document, 'visibilitychange', () => { if (document.hidden) releaseAll(); send(true); }],
-  [document, 'pointerdown', (e) => { if (wm.armed && !root.contains(e.target)) disarm(); }],
+  [document, 'pointerdown', (e) => { if (wm.armed && !element.contains(e.target)) disarm(); }],
   [document, 'pointerlockchange', () => {
     const locked = document.pointerLockElement === canvas;
     if (wm.locked && !locked) disarm();         // Esc leaves pointer lock: stop playing too
@@ -289,6 +351,5 @@ function renderHud() {
   $('.wm-lat').textContent = playing() && wm.lat ? Math.round(wm.lat) + ' ms' : '';
   root.classList.toggle('wm-live', playing());
 }
-$('.wm-pix').addEventListener('click', () => root.classList.toggle('wm-pixelated'));
 showMessage(props.message || '');
 window.__wmShow = showMessage;   // lets the Start button say "waiting in line" before the queue answers

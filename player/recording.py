@@ -1,9 +1,10 @@
-"""Session recording: the frames as an animated WebP (optionally with the controls drawn on) and
-a JSON control log that replays the same world from the same seed.
+"""Session recording: the frames as an animated WebP and an H.264 MP4 (optionally with the controls
+drawn on) and a JSON control log that replays the same world from the same seed.
 
-Animated WebP needs nothing beyond Pillow; it is encoded out of process (``player.video``). The log
-holds every frame's exact controls and the frames at which the prompt or the steps changed, so a
-replay feeds the engine the same inputs. A log is untrusted input: ``parse_log`` caps its bytes,
+Both videos are encoded out of process (``player.video``). The log holds every frame's exact
+controls and the frames at which the prompt or the steps changed or the model was re-synced with
+reality, so a replay feeds the engine the same inputs. A rewind cuts the recording back to the
+point the world returned to: what remains is the world's one history, and it replays exactly. A log is untrusted input: ``parse_log`` caps its bytes,
 frames and events before converting anything, checks every frame as live input is checked, and
 keeps the replay compact (two arrays, not a Python object per frame).
 """
@@ -23,7 +24,7 @@ import numpy as np
 from player.controls import VK_LIMIT, finite32, held_names
 from player.stream import CtrlTuple, EncodedFrame, WorldRecipe
 from player.validation import clean_prompt, clean_steps, start_image_png
-from player.video import VideoFrame, encode_webp
+from player.video import VideoFrame, encode_videos
 
 LOG_FORMAT = "world-player-log/1"
 MAX_LOG_FRAMES = 12_000          # ten minutes at 20 fps (the longest play); ~0.6 MB of JSON
@@ -46,14 +47,22 @@ class Recorder:
     video: deque = field(init=False)
     ctrls: list[CtrlTuple] = field(default_factory=list)
     events: list[list[Any]] = field(default_factory=list)
-    truncated: bool = False
+    frames: int = 0                 # frames in the world's history (the log keeps the first MAX_LOG_FRAMES)
 
     def __post_init__(self) -> None:
         self.video = deque(maxlen=self.max_video_frames)
         self._prompt, self._steps = self.prompt, self.steps
+        self._events_cut = False
+
+    @property
+    def truncated(self) -> bool:
+        """The log lacks frames or events the world had (it outgrew its limits)."""
+        return self.frames > len(self.ctrls) or self._events_cut
 
     def add(self, frame: EncodedFrame) -> None:
-        index = len(self.ctrls)
+        index = self.frames
+        if frame.resynced:
+            self._event([index, "resync", None])
         if frame.prompt != self._prompt:
             self._event([index, "prompt", frame.prompt])
             self._prompt = frame.prompt
@@ -62,15 +71,36 @@ class Recorder:
             self._steps = frame.steps
         if index < MAX_LOG_FRAMES:
             self.ctrls.append(frame.ctrl)
-        else:
-            self.truncated = True
+        self.frames += 1
         self.video.append((frame.jpeg, frame.keys, frame.ctrl))
 
     def _event(self, event: list[Any]) -> None:
         if len(self.events) < MAX_LOG_EVENTS:
             self.events.append(event)
         else:
-            self.truncated = True
+            self._events_cut = True
+
+    def truncate(self, frames: int) -> None:
+        """Forget every frame from ``frames`` on (the world was rewound to that point), with the
+        events at those frames; the prompt and steps in force go back with them."""
+        if frames >= self.frames:
+            return
+        for _ in range(min(self.frames - frames, len(self.video))):
+            self.video.pop()
+        del self.ctrls[frames:]
+        self.events = [e for e in self.events if e[0] < frames]
+        self._prompt, self._steps = self.prompt, self.steps
+        for _, kind, value in self.events:
+            if kind == "prompt":
+                self._prompt = value
+            elif kind == "steps":
+                self._steps = value
+        self.frames = frames
+
+    def jpeg(self, index: int) -> bytes | None:
+        """The JPEG of frame ``index`` if the video still holds it."""
+        pos = index - (self.frames - len(self.video))
+        return self.video[pos][0] if 0 <= pos < len(self.video) and index >= 0 else None
 
     def __len__(self) -> int:
         return len(self.ctrls)
@@ -96,12 +126,14 @@ class Recorder:
         return [VideoFrame(jpeg, tuple(held_names(keys)), tuple(ctrl[0]), ctrl[1], ctrl[2])
                 for jpeg, keys, ctrl in list(self.video)]
 
-    def write_video(self, path: Path, overlay: bool) -> Path:
-        """Animated WebP of the kept frames (upscaled, controls optionally drawn), made out of process."""
+    def write_videos(self, webp: Path, mp4: Path, overlay: bool) -> tuple[Path, Path]:
+        """Animated WebP and H.264 MP4 of the kept frames (upscaled, controls optionally drawn),
+        made out of process."""
         frames = self.video_frames()
         if not frames:
             raise ValueError("nothing recorded yet: press Start and play a little first")
-        return encode_webp(frames, path, self.fps, overlay)
+        encode_videos(frames, {"webp": webp, "mp4": mp4}, self.fps, overlay)
+        return webp, mp4
 
 
 class ReplayFrames(Sequence):
@@ -160,7 +192,8 @@ def _whole(value: Any, what: str, hi: int) -> int:
 
 
 def _event(event: Any) -> tuple[int, str, Any]:
-    """One ``[frame, "prompt"|"steps", value]`` entry, checked like the page's own prompt and steps."""
+    """One ``[frame, "prompt"|"steps"|"resync", value]`` entry, checked like the page's own prompt
+    and steps (a re-sync holds no value)."""
     index, kind, value = event
     index = _whole(index, "event frame", MAX_LOG_FRAMES)
     if kind == "prompt":
@@ -169,7 +202,11 @@ def _event(event: Any) -> tuple[int, str, Any]:
         return index, kind, clean_prompt(value)
     if kind == "steps":
         return index, kind, clean_steps(value)
-    raise ValueError(f"unknown event {kind!r} at frame {index} (expected \"prompt\" or \"steps\")")
+    if kind == "resync":
+        if value is not None:
+            raise ValueError(f"resync event at frame {index} holds no value, got {value!r}")
+        return index, kind, None
+    raise ValueError(f"unknown event {kind!r} at frame {index} (expected \"prompt\", \"steps\" or \"resync\")")
 
 
 def _frame(frame: Any, index: int) -> CtrlTuple:

@@ -13,7 +13,6 @@ import math
 import multiprocessing as mp
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +20,12 @@ from typing import Any
 from player.controls import ControlState
 
 MAX_SLOTS = 64
-HISTORY_FRAMES = 32             # newest frames kept to rebuild a world on a fresh GPU worker
 PROMPT_BYTES = 2048
 
 # Field offsets inside one slot (all doubles).
 _VER, _OWNER, _RUN, _SEQ, _KEYS, _MX, _MY, _LX, _LY, _SX, _SY, _ACK, _VIS, _TRECV, _CFPS, _CLAT, \
-    _PVER, _PLEN, _STEPS, _TINPUT, _DEADLINE = range(21)
-_NF = 21
+    _PVER, _PLEN, _STEPS, _TINPUT, _DEADLINE, _RWVER, _RWTO, _SYNCVER = range(24)
+_NF = 24
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,9 @@ class SlotSnapshot:
     prompt_version: int
     steps: int
     deadline: float = math.inf   # wall time the current play must end by (its allowance)
+    rewind_version: int = 0      # bumped by each rewind request ...
+    rewind_to: int = 0           # ... to go back to this many frames of the world
+    resync_version: int = 0      # bumped by each re-sync request
 
 
 class ControlBoard:
@@ -134,6 +135,24 @@ class ControlBoard:
     def set_steps(self, slot: int, steps: int) -> None:
         self._write(slot, {_STEPS: steps})
 
+    def request_rewind(self, slot: int, owner: int, frames: int) -> int:
+        """Ask the slot's world to go back to its first ``frames`` frames; the request's version
+        (0 if the slot changed hands). The frame loop applies it before its next frame."""
+        with self._lock:
+            if self._f[slot * _NF + _OWNER] != owner:
+                return 0
+            version = int(self._f[slot * _NF + _RWVER]) + 1
+            self._put(slot, {_RWVER: version, _RWTO: frames})
+        return version
+
+    def request_resync(self, slot: int, owner: int) -> bool:
+        """Ask the slot's split world to write the true frames into the model's history."""
+        with self._lock:
+            if self._f[slot * _NF + _OWNER] != owner:
+                return False
+            self._put(slot, {_SYNCVER: self._f[slot * _NF + _SYNCVER] + 1})
+        return True
+
     def set_prompt(self, slot: int, text: str) -> None:
         data = text.encode("utf-8")[:PROMPT_BYTES]
         base = slot * PROMPT_BYTES
@@ -162,7 +181,8 @@ class ControlBoard:
             client_fps=v[_CFPS], client_latency_ms=v[_CLAT])
         return SlotSnapshot(owner=int(v[_OWNER]), run=int(v[_RUN]), state=state, t_recv=v[_TRECV],
                             t_input=v[_TINPUT], prompt_version=int(v[_PVER]), steps=int(v[_STEPS]),
-                            deadline=v[_DEADLINE])
+                            deadline=v[_DEADLINE], rewind_version=int(v[_RWVER]), rewind_to=int(v[_RWTO]),
+                            resync_version=int(v[_SYNCVER]))
 
 
 # Allocated at import, before any ZeroGPU fork (see module docstring).
@@ -184,7 +204,10 @@ class Session:
     frames_sent: int = 0            # page-facing frame numbers keep growing across plays (acks)
     recorder: Any = None            # player.recording.Recorder of the current world
     pending_replay: Any = None      # player.recording.Replay waiting for "Run path"
-    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_FRAMES))   # to re-prime
+    resume: Any = None              # player.stream.Resume: where the world was when a segment ended
+    rewind_seen: int = 0            # the newest rewind request the world has answered
+    rewind_pending: tuple[int, int] | None = None   # (version, frames) of a rewind not answered yet
+    rewind_limit: int = 0           # frames the world could go back at its newest frame
     run: int = 0                    # run id of the newest play; only that play clears ``running``
     running: bool = False
     play_started: float = 0.0       # wall time the newest play started (its allowance counts from here)

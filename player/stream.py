@@ -2,9 +2,13 @@
 
 ``run_segment`` is one bounded stretch of play. It takes and yields only picklable values so the
 same function runs in-process (CPU, local CUDA) or inside a ZeroGPU worker, where it reads the
-controls from the shared-memory board and rebuilds the session's world from the kept frames
-whenever the worker it lands on has not seen that world yet. It drives any
-``world_engine.protocol.InteractiveWorld`` and maps the controls by the world's own convention.
+controls from the shared-memory board. It drives any ``world_engine.protocol.InteractiveWorld``
+and maps the controls by the world's own convention.
+
+Each segment ends by handing back where its world is (``Resume``: a portable snapshot, the kept
+latents a restore needs), so a worker that has not seen the world restores it from there. Rewind
+and re-sync requests arrive on the board and are applied right before a frame; a rewind is
+answered with ``Rewound`` so the main process trims its recording to the world's new past.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from PIL import Image
 from player.controls import ControlMapper
 from player.sessions import ControlBoard, SlotSnapshot
 from world_engine.controls import CtrlInput
-from world_engine.protocol import InteractiveWorld
+from world_engine.protocol import InteractiveWorld, Snapshot
 
 CtrlTuple = tuple[tuple[int, ...], float, float]   # (buttons, dx, dy): picklable, JSON-able
 PAGE_TIMEOUT_S = 30.0     # a page silent this long (no control message) has gone
@@ -33,16 +37,36 @@ ACK_TIMEOUT_S = 5.0       # a stream whose frames nobody acknowledges this long 
 HIDDEN_TIMEOUT_S = 10.0   # a play in a hidden tab ends after this long
 TIME_UP = "Time's up for this turn \u2014 press Start to play again."
 START_IMAGE_UNUSED = "This world starts from its own map, not from a picture: the start image is not used."
+KEEP_SECONDS = 30.0        # how far back a world can be rewound (its kept history)
+RESYNC_NEEDS_SPLIT = "Re-sync compares the dream with reality: pick a model shown beside reality first."
 
 
 @dataclass(frozen=True)
 class WorldRecipe:
-    """What defines a world besides its controls and prompt: rebuilt from this plus kept frames."""
+    """What defines a world besides its controls and prompt: rebuilt from this plus a snapshot."""
 
     world_id: int
     model: str
     seed: int
     start_image: bytes | None = None   # PNG appended before the first frame (first history entry)
+    split: bool = False                # the model beside the simulator (``player.reality``)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a world was when its segment ended: a portable snapshot after ``frames_done`` frames."""
+
+    world_id: int
+    frames_done: int
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True)
+class Rewound:
+    """The world went back: it has made ``frames_done`` frames now (answering rewind ``version``)."""
+
+    frames_done: int
+    version: int
 
 
 @dataclass(frozen=True)
@@ -55,16 +79,18 @@ class SegmentArgs:
     run: int
     recipe: WorldRecipe
     frames_done: int                          # frames generated in this world so far
-    history: tuple[tuple[bytes, CtrlTuple], ...]   # start image + newest frames, to re-prime a worker
     first_n: int                              # page-facing number of the first frame
     script: Sequence[Any] = ()               # key bitmasks (ints) or exact CtrlTuples, one per frame
-    script_events: tuple[tuple[int, str, Any], ...] = ()   # (script frame, "prompt"|"steps", value)
+    script_events: tuple[tuple[int, str, Any], ...] = ()   # (script frame, "prompt"|"steps"|"resync", value)
     fps: float = 20.0
     max_seconds: float = math.inf
     idle_timeout_s: float = math.inf
     ack_timeout_s: float = ACK_TIMEOUT_S      # no reader: frames unacknowledged this long end the play
     hidden_timeout_s: float = HIDDEN_TIMEOUT_S
-    jpeg_quality: int = 90
+    jpeg_quality: int | None = None    # None: by frame size (encode_jpeg)
+    resume: Resume | None = None              # where the world was at the end of its last segment
+    keep_frames: int = round(KEEP_SECONDS * 20) + 1   # the world's kept history (frames)
+    rewind_seen: int = 0                      # the newest rewind request already answered
 
 
 @dataclass(frozen=True)
@@ -82,6 +108,9 @@ class EncodedFrame:
     prompt: str
     steps: int
     scripted: bool
+    back: int = 0                 # frames the world can be rewound by now
+    psnr: float | None = None     # a split world: the dream against reality, dB
+    resynced: bool = False        # the true frames were written into the model's history first
 
 
 @dataclass(frozen=True)
@@ -97,10 +126,18 @@ class Notice:
         return self.kind != "warning"
 
 
-def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
-    """JPEG without chroma subsampling: the frames are small, colour edges matter."""
+LARGE_FRAME_PX = 256   # frames this wide or tall and up stream at q80 with 4:2:0 chroma
+
+
+def encode_jpeg(img: np.ndarray, quality: int | None = None) -> bytes:
+    """JPEG of a frame. Small frames (the embedded model's 64x64) keep full chroma at q90: a colour
+    edge there spans a pixel or two. From ``LARGE_FRAME_PX`` on (Waypoint's 640x360) q80 with 4:2:0
+    chroma: 2.5x fewer bytes and half the encode time (6.7 vs 13 ms here), which a 60 fps stream needs.
+    ``quality`` overrides the level, not the chroma choice."""
+    large = max(img.shape[:2]) >= LARGE_FRAME_PX
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=quality, subsampling=0)
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality or (80 if large else 90),
+                              subsampling=2 if large else 0)
     return buf.getvalue()
 
 
@@ -129,6 +166,9 @@ class ResidentWorld:
     board_steps: int          # the board's steps value last applied
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # held for each frame
     closed: bool = False
+    rewind_version: int = 0   # the board's rewind requests answered so far
+    resync_version: int = 0   # the board's re-sync requests answered so far
+    resynced: bool = False    # re-synced before the frame being made (the recording logs it)
 
     def close(self) -> None:
         """Close the world, after the frame it may be making right now."""
@@ -235,26 +275,41 @@ def _set_prompt(resident: ResidentWorld, text: str) -> Notice | None:
 
 
 def _prime(args: SegmentArgs, board: ControlBoard, open_world: Callable[[WorldRecipe], InteractiveWorld]
-           ) -> tuple[ResidentWorld, list[Notice]]:
-    """Build the session's world from scratch: seed, steps, prompt, then the kept frames."""
+           ) -> tuple[ResidentWorld, list[Notice | Rewound]]:
+    """Build the session's world: seed, kept history, steps, then the snapshot the last segment
+    handed back (or, for a new world, the start image), then the prompt. A world that cannot be put
+    back where the main process believes it is (no snapshot of that point) says where it is."""
     world = open_world(args.recipe)
+    world.keep_history(args.keep_frames)
     snap = board.snapshot(args.slot)
-    resident = ResidentWorld(world, args.recipe.world_id, args.frames_done, prompt_version=-1, prompt="",
-                             steps=0, board_steps=snap.steps)
+    resident = ResidentWorld(world, args.recipe.world_id, 0, prompt_version=-1, prompt="", steps=0,
+                             board_steps=snap.steps, rewind_version=args.rewind_seen,
+                             resync_version=snap.resync_version)
     if snap.steps:
         _set_steps(resident, snap.steps)
+    resume = args.resume if args.resume is not None and args.resume.world_id == args.recipe.world_id else None
+    notices: list[Notice | Rewound] = []
+    if resume is not None:
+        world.restore(resume.snapshot)
+        resident.frames_done = resume.frames_done
+    elif args.recipe.start_image is not None:
+        if world.convention.takes_images:
+            world.append_frame(decode_image(args.recipe.start_image), CtrlInput())
+        elif args.frames_done == 0:
+            notices.append(Notice("warning", START_IMAGE_UNUSED))
     resident.prompt_version, text = board.prompt(args.slot)
-    notices = [n for n in [_set_prompt(resident, text)] if n and text]
-    for jpeg, ctrl in args.history:   # begins with the start image while it is among the newest
-        world.append_frame(decode_image(jpeg), to_ctrl(ctrl))
-    if args.recipe.start_image is not None and args.frames_done == 0 and not world.convention.takes_images:
-        notices.append(Notice("warning", START_IMAGE_UNUSED))
+    if resume is not None and resume.snapshot.prompt == text:
+        resident.prompt = text            # restored with it: no need to encode it again
+    elif text:
+        notices += [n for n in [_set_prompt(resident, text)] if n]
+    if resident.frames_done != args.frames_done:
+        notices.append(Rewound(resident.frames_done, args.rewind_seen))
     return resident, notices
 
 
 def _resident(args: SegmentArgs, board: ControlBoard, worlds: ResidentWorlds,
-              open_world: Callable[[WorldRecipe], InteractiveWorld]) -> tuple[ResidentWorld, list[Notice]]:
-    """The session's world in this process: the resident one, or one re-primed from the history."""
+              open_world: Callable[[WorldRecipe], InteractiveWorld]) -> tuple[ResidentWorld, list[Notice | Rewound]]:
+    """The session's world in this process: the resident one, or one restored from its snapshot."""
     resident = worlds.get(args.key, args.recipe.world_id, args.frames_done)
     if resident is not None:
         return resident, []
@@ -314,7 +369,33 @@ def _apply_settings(args: SegmentArgs, board: ControlBoard, resident: ResidentWo
             notices.append(_set_prompt(resident, value))
         elif kind == "steps":
             _set_steps(resident, value)
+        elif kind == "resync":
+            notices.append(_resync(resident))
     return [n for n in notices if n is not None]
+
+
+def _rewind(resident: ResidentWorld, snap: SlotSnapshot) -> Rewound:
+    """Answer the board's newest rewind request: back to ``snap.rewind_to`` frames, or as far as
+    the kept history reaches; the prompt of that point stays until the board's is applied again."""
+    resident.rewind_version = snap.rewind_version
+    back = min(max(resident.frames_done - snap.rewind_to, 0), resident.world.rewind_limit)
+    if back:
+        point = resident.world.snapshot(back)
+        resident.world.restore(point)
+        resident.frames_done -= back
+        if resident.world.convention.prompted and point.prompt != resident.prompt:
+            resident.prompt_version = -1      # re-applied by _apply_settings before the frame
+    return Rewound(resident.frames_done, snap.rewind_version)
+
+
+def _resync(resident: ResidentWorld) -> Notice | None:
+    """Write the true frames into a split world's model; other worlds have no truth to write."""
+    resync = getattr(resident.world, "resync", None)
+    if resync is None:
+        return Notice("warning", RESYNC_NEEDS_SPLIT)
+    resync()
+    resident.resynced = True
+    return None
 
 
 def _controls(args: SegmentArgs, mapper: ControlMapper, snap: SlotSnapshot, i: int) -> tuple[CtrlInput, int]:
@@ -329,20 +410,30 @@ def _controls(args: SegmentArgs, mapper: ControlMapper, snap: SlotSnapshot, i: i
 
 
 def _make_frame(args: SegmentArgs, board: ControlBoard, resident: ResidentWorld, mapper: ControlMapper,
-                snap: SlotSnapshot, i: int, n: int) -> tuple[EncodedFrame | None, list[Notice]]:
-    """Apply the settings, generate frame ``i`` (page number ``n``) and encode it; None once closed."""
+                snap: SlotSnapshot, i: int, n: int) -> tuple[EncodedFrame | None, list[Notice | Rewound]]:
+    """Answer rewind and re-sync requests, apply the settings, generate frame ``i`` (page number
+    ``n``) and encode it; None once closed."""
     with resident.lock:
         if resident.closed:
             return None, []
-        notices = _apply_settings(args, board, resident, snap, i)
+        notices: list[Notice | Rewound] = []
+        if snap.rewind_version != resident.rewind_version:
+            notices.append(_rewind(resident, snap))
+        if snap.resync_version != resident.resync_version:
+            resident.resync_version = snap.resync_version
+            notices += [n for n in [_resync(resident)] if n]
+        notices += _apply_settings(args, board, resident, snap, i)
+        resynced, resident.resynced = resident.resynced, False
         ctrl, keys = _controls(args, mapper, snap, i)
         t0 = time.perf_counter()
         img = resident.world.next_frame(ctrl)
         gen_ms = (time.perf_counter() - t0) * 1000
         resident.frames_done += 1
+        back, psnr = min(resident.world.rewind_limit, resident.frames_done), getattr(resident.world, "psnr", None)
     frame = EncodedFrame(n=n, seq=snap.state.seq, jpeg=encode_jpeg(img, args.jpeg_quality), width=img.shape[1],
                          height=img.shape[0], ctrl=from_ctrl(ctrl), keys=keys, gen_ms=gen_ms,
-                         prompt=resident.prompt, steps=resident.steps, scripted=i < len(args.script))
+                         prompt=resident.prompt, steps=resident.steps, scripted=i < len(args.script),
+                         back=back, psnr=psnr, resynced=resynced)
     return frame, notices
 
 
@@ -351,16 +442,28 @@ def run_segment(
     board: ControlBoard,
     worlds: ResidentWorlds,
     open_world: Callable[[WorldRecipe], InteractiveWorld],
-) -> Iterator[EncodedFrame | Notice]:
-    """Generate frames until paused, superseded, idle, or ``args.max_seconds`` have passed.
+) -> Iterator[EncodedFrame | Notice | Rewound | Resume]:
+    """Generate frames until paused, superseded, idle, or ``args.max_seconds`` have passed, then
+    hand back where the world is (``Resume``).
 
     ``open_world(recipe)`` opens a fresh seeded world; a world this process has not seen is
-    re-primed from ``args.history``.
+    restored from ``args.resume``.
     """
     if not _is_current(board.snapshot(args.slot), args):
         return
     resident, notices = _resident(args, board, worlds, open_world)
     yield from notices
+    yield from _frames(args, board, resident)
+    with resident.lock:
+        resume = None if resident.closed else \
+            Resume(args.recipe.world_id, resident.frames_done, resident.world.snapshot().portable())
+    if resume is not None:
+        yield resume
+
+
+def _frames(args: SegmentArgs, board: ControlBoard, resident: ResidentWorld
+            ) -> Iterator[EncodedFrame | Notice | Rewound]:
+    """The segment's frames, each made at its time once the page has caught up."""
     mapper = ControlMapper(resident.world.convention)
     pacer = _Pacer(args.fps, args.max_seconds)
     for i, n in zip(itertools.count(), itertools.count(args.first_n)):

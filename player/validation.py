@@ -19,6 +19,7 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 24_000_000
 START_IMAGE_SIDE = 640          # start images are stored (and replayed) at most this large
 MAX_MODEL_KEY_CHARS = 1024
+MAX_REWIND_S = 60.0             # the kept history is 30 s; a longer jump goes back as far as it reaches
 TOO_LARGE = "The start image is {w}x{h} pixels; that is too large (at most {mp} megapixels)."
 
 
@@ -51,6 +52,15 @@ def clean_seed(seed: object) -> int:
             or not 0 <= seed < 2**63:
         raise ValueError("The seed must be a whole number \u2265 0.")
     return int(seed)
+
+
+def clean_rewind(data: object) -> float:
+    """How far back a rewind goes: ``{"seconds": s}`` from the page, 0 < s <= MAX_REWIND_S."""
+    seconds = data.get("seconds") if isinstance(data, dict) else None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+            or not 0 < seconds <= MAX_REWIND_S:
+        raise ValueError(f"A rewind goes back between 0 and {MAX_REWIND_S:.0f} seconds.")
+    return float(seconds)
 
 
 def clean_model_key(key: object) -> str:

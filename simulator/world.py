@@ -371,6 +371,23 @@ class WorldBatch:
         return out
 
 
+@dataclass(frozen=True)
+class WorldState:
+    """The dynamic state of one ``World`` at a frame (``World.state`` / ``World.set_state``)."""
+
+    physics: physics.State
+    t: int
+    spec: EpisodeSpec
+    look: Look
+    palette: int
+    prev_palette: int
+    switch_start: int
+
+
+def _cloned(state: physics.State) -> physics.State:
+    return replace(state, **{name: value.clone() for name, value in state.__dict__.items()})
+
+
 class World:
     """One interactive world for the app: ``step(CtrlInput) -> Frame``.
 
@@ -428,6 +445,26 @@ class World:
                      None if out.depth is None else out.depth[0].cpu().numpy(),
                      None if out.seg is None else out.seg[0].cpu().numpy(),
                      pose, int(b.t[0]), b.captions()[0], b.looks[0].theme)
+
+    def state(self) -> "WorldState":
+        """What ``step`` and ``set_theme`` change, detached from the world (so a later step or reset
+        never alters it): a few small tensors, cheap enough to keep one per frame."""
+        b = self._batch
+        return WorldState(physics=_cloned(b.state), t=int(b.t[0]), spec=b.specs[0], look=b.looks[0],
+                          palette=int(b.palette[0]), prev_palette=int(b.prev_palette[0]),
+                          switch_start=int(b.switch_start[0]))
+
+    def set_state(self, state: "WorldState") -> None:
+        """Put the world back where ``state`` was taken (same map: a state of this world, or of
+        another built from the same seed and map)."""
+        if not isinstance(state, WorldState):
+            raise ValueError(f"expected a WorldState, got {type(state).__name__}")
+        b = self._batch
+        b.state = _cloned(state.physics)
+        b.t[0], b.specs[0], b.looks[0] = state.t, state.spec, state.look
+        b.palette[0], b.prev_palette[0], b.switch_start[0] = state.palette, state.prev_palette, state.switch_start
+        b._t_dev = torch.tensor(b.t, device=b.device)
+        b._captions[0], b._look_tensors = None, None
 
     @property
     def look(self) -> Look:

@@ -7,10 +7,12 @@ import base64
 import io
 import json
 import math
+import shutil
 import threading
 import time
 from pathlib import Path
 
+import av
 import gradio as gr
 import numpy as np
 import pytest
@@ -191,8 +193,11 @@ def test_recording_downloads_and_its_log_replays_the_same_world(app):
     gen = app.play_path("w*2, right*2, d", "", 9, app_model(app), 0, None, req("rec"))
     original = frames(gen, 5)
     gen.close()
-    video, log = app.download(True, req("rec"))
+    video, mp4, log = app.download(True, req("rec"))
     assert Image.open(video).n_frames == 5
+    with av.open(mp4) as clip:
+        stream = clip.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.frames == 5 and stream.height == 384
     data = json.loads(Path(log).read_text())
     assert data["seed"] == 9 and len(data["frames"]) == 5
 
@@ -213,7 +218,7 @@ def test_closing_the_page_frees_the_session(app):
     gen = play(app, "gone")
     frames(gen, 1)
     gen.close()
-    video, _ = app.download(False, req("gone"))
+    video, _, _ = app.download(False, req("gone"))
     slot = app.registry.find("gone").slot
     assert "gone" in app.backend.worlds
     app.unload(req("gone"))
@@ -228,8 +233,8 @@ def test_downloads_are_not_named_after_the_browser_supplied_session_hash(app):
     gen = play(app, name)
     frames(gen, 1)
     gen.close()
-    video, log = app.download(False, req(name))
-    for path in (video, log):
+    video, mp4, log = app.download(False, req(name))
+    for path in (video, mp4, log):
         assert Path(path).resolve().is_relative_to(app.downloads.root.resolve()) and "escaped" not in path
     app.unload(req(name))
 
@@ -273,6 +278,7 @@ def _log(app: WorldApp, tmp_path: Path, **changes) -> str:
     ({"events": [[1, "prompt", 7]]}, "must hold text"),
     ({"events": [[1, "prompt", "x" * 10_000]]}, "10000 characters"),
     ({"events": [[-1, "steps", 2]]}, "event frame must be a whole number"),
+    ({"events": [[1, "resync", "<b>now</b>"]]}, "resync event at frame 1 holds no value, got '&lt;b&gt;now&lt;/b&gt;'"),
     ({"steps": 4.5}, "whole number from 0 to 8"),
     ({"seed": 1e999}, "seed must be a whole number"),
     ({"start_image_png": base64.b64encode(b"not a picture").decode()}, "not an image"),
@@ -325,7 +331,10 @@ def test_the_world_carries_across_gpu_segments_on_fresh_workers(app, monkeypatch
     session = app.registry.find("segments")
     assert [f["n"] for f in got] == list(range(got[0]["n"], got[0]["n"] + 5))
     assert recorded_buttons(app, "segments")[:4] == [(VK["W"],)] * 2 + [(VK["D"],)] * 2
-    assert session.world_frames == 5 and len(session.history) == 5
+    assert session.world_frames == 5 and session.resume.frames_done <= 5
+    monkeypatch.undo()
+    whole = frames(app.play_path("w*2, d*2", "", 6, app_model(app), 0, None, req("segments-whole")), 5)
+    assert [f["img"] for f in got] == [f["img"] for f in whole]     # restored from latents: exact
 
 
 def test_two_sessions_loading_a_model_at_once_share_one_engine(monkeypatch):
@@ -428,3 +437,88 @@ def test_downloads_are_rate_limited_per_session(app):
     with pytest.raises(gr.Error, match="Please wait"):
         app.download(False, req("rate"))
     app.unload(req("rate"))
+
+
+def rewind(app: WorldApp, name: str, seconds: object):
+    return app.rewind(gr.EventData(None, {"seconds": seconds}), req(name))
+
+
+def test_a_rewind_while_playing_goes_back_and_the_log_still_replays_the_world(app):
+    gen = app.play_path("w*4, d*4, left*4", "", 12, app_model(app), 0, None, req("rewind"))
+    before = frames(gen, 8)
+    assert before[-1]["back"] == pytest.approx(7 / app.plays.fps)      # back to the first frame, not before
+    assert rewind(app, "rewind", 3 / app.plays.fps) == gr.skip()       # playing: the next frame shows it
+    after = frames(gen, 4)
+    gen.close()
+    session = app.registry.find("rewind")
+    assert session.world_frames == 9 and session.rewind_pending is None
+    assert len(session.recorder.ctrls) == 9 and after[0]["back"] == pytest.approx(5 / app.plays.fps)
+    _, _, log = app.download(False, req("rewind"))
+    _, seed, model, steps, _ = app.load_log(log, req("rewind-replay"))
+    replayed = frames(app.play_path("", "", seed, model, steps, None, req("rewind-replay")), 9)
+    assert [f["img"] for f in replayed] == [f["img"] for f in before[:5] + after]
+
+
+def test_a_rewind_while_paused_shows_the_frame_it_went_back_to(app):
+    gen = play(app, "rewind-paused", seed=3)
+    shown = frames(gen, 6)
+    app.pause(req("rewind-paused"))
+    list(gen)
+    value = rewind(app, "rewind-paused", 2 / app.plays.fps)
+    assert value["img"] == shown[3]["img"] and "press Start" in value["msg"] and value["n"] > shown[-1]["n"]
+    again = rewind(app, "rewind-paused", 2 / app.plays.fps)          # presses add up until the world answers
+    assert again["img"] == shown[1]["img"]
+    gen = play(app, "rewind-paused", seed=3)
+    frames(gen, 1)
+    gen.close()
+    assert app.registry.find("rewind-paused").world_frames == 3
+
+
+@pytest.mark.parametrize("seconds", [0, -1, math.nan, math.inf, 1e9, "3", True, None])
+def test_a_bad_rewind_is_refused_clearly(app, seconds):
+    with pytest.raises(gr.Error, match="between 0 and 60 seconds"):
+        rewind(app, "rewind-bad", seconds)
+
+
+def test_nothing_to_rewind_or_resync_before_start_says_so(app):
+    with pytest.raises(gr.Error, match="press Start"):
+        rewind(app, "rewind-none", 1.0)
+    with pytest.raises(gr.Error, match="press Start"):
+        app.resync(req("rewind-none"))
+
+
+def test_resync_needs_a_model_shown_beside_reality(app):
+    gen = play(app, "resync-plain")
+    frames(gen, 1)
+    gen.close()
+    with pytest.raises(gr.Error, match="beside reality"):
+        app.resync(req("resync-plain"))
+
+
+def test_the_split_view_shows_dream_and_reality_with_a_psnr_and_resyncs(app):
+    assert "embedded+reality" in app.models
+    gen = app.play("a stone dungeon", 2, "embedded+reality", 0, None, req("split"))
+    first = frames(gen, 3)[-1]
+    assert first["split"] and first["w"] == 2 * first["h"] and "PSNR" in first["hud"] and first["psnr"] > 0
+    app.resync(req("split"))
+    frames(gen, 2)
+    gen.close()
+    session = app.registry.find("split")
+    assert [e[1] for e in session.recorder.events] == ["resync"]
+    recorded = [session.recorder.jpeg(i) for i in range(5)]
+    _, _, log = app.download(False, req("split"))
+    prompt, seed, model, steps, _ = app.load_log(log, req("split-replay"))
+    assert model == "embedded+reality"
+    replayed = frames(app.play_path("", prompt, seed, model, steps, None, req("split-replay")), 5)
+    assert [base64.b64decode(f["img"].split(",", 1)[1]) for f in replayed] == recorded
+
+
+def test_only_models_trained_on_the_simulator_are_offered_beside_it(playable_checkpoint, tmp_path):
+    assert [(m.key, m.uri) for m in model_catalog([str(playable_checkpoint)], "cpu") if m.split] == \
+        [("embedded+reality", None)]
+    learned = tmp_path / "learned"
+    shutil.copytree(playable_checkpoint, learned)
+    with open(learned / "config.yaml", "a", encoding="utf-8") as f:
+        f.write("trained_on: simulator\n")
+    split = [m for m in model_catalog([str(learned)], "cpu") if m.split]
+    assert [(m.key, m.uri) for m in split][0] == (str(learned) + "+reality", str(learned))

@@ -3,23 +3,37 @@ superseding, re-priming), with a stand-in world so these run in milliseconds."""
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from player.controls import BIT, ControlState
+from player.recording import Recorder
 from player.sessions import ControlBoard, SessionFull, SessionRegistry
-from player.stream import (EncodedFrame, Notice, ResidentWorld, ResidentWorlds, SegmentArgs, WorldRecipe,
-                           encode_jpeg, in_flight_window, run_segment)
+from player.stream import (EncodedFrame, Notice, ResidentWorld, ResidentWorlds, Resume, Rewound, SegmentArgs,
+                           WorldRecipe, encode_jpeg, in_flight_window, run_segment)
 from world_engine import VK, ControlConvention, InteractiveWorld
 
 
+@dataclass(frozen=True)
+class StandInSnapshot:
+    ctrls: tuple
+    prompt: str | None
+
+    def portable(self) -> "StandInSnapshot":
+        return self
+
+
 class StandInWorld:
-    """Records what the loop asks of a world; frames are flat colours (cheap to encode)."""
+    """Records what the loop asks of a world; frames are flat colours (cheap to encode), numbered
+    by how many frames the world has made, so a rewind shows."""
 
     def __init__(self, prompts: bool = True, images: bool = True) -> None:
         self.convention = ControlConvention(n_buttons=256, mouse_units_per_pixel=0.3, mouse_cap=24.0,
@@ -28,6 +42,8 @@ class StandInWorld:
         self.appended: list = []
         self.ctrls: list = []
         self.prompts: list[str] = []
+        self.restored: list = []
+        self.kept = 10 ** 6
         self.closed = False
 
     def set_prompt(self, text: str) -> None:
@@ -46,6 +62,21 @@ class StandInWorld:
     def reset(self, seed=None) -> None:
         self.ctrls.clear()
 
+    def keep_history(self, frames: int) -> None:
+        self.kept = frames
+
+    @property
+    def rewind_limit(self) -> int:
+        return min(len(self.ctrls), self.kept - 1)
+
+    def snapshot(self, frames_back: int = 0) -> StandInSnapshot:
+        return StandInSnapshot(tuple(self.ctrls[:len(self.ctrls) - frames_back]),
+                               self.prompts[-1] if self.prompts else None)
+
+    def restore(self, snapshot: StandInSnapshot) -> None:
+        self.restored.append(snapshot)
+        self.ctrls[:] = snapshot.ctrls
+
     def close(self) -> None:
         self.closed = True
 
@@ -55,7 +86,7 @@ def _setup(board: ControlBoard, slot: int = 0, **kw):
     board.write_state(slot, owner, ControlState(seq=1))
     run = board.start_run(slot)
     args = SegmentArgs(key="s", slot=slot, owner=owner, run=run, recipe=WorldRecipe(1, "m", 0), frames_done=0,
-                       history=(), first_n=0, fps=1000.0, **kw)
+                       first_n=0, fps=1000.0, **kw)
     return owner, run, args
 
 
@@ -210,7 +241,7 @@ def test_pausing_ends_the_loop_at_the_next_frame():
     gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld())
     next(gen)
     board.stop_run(0)
-    assert list(gen) == []
+    assert [type(item) for item in gen] == [Resume]         # no more frames: where the world is, and done
 
 
 def test_unacknowledged_frames_hold_the_loop_back():
@@ -250,13 +281,15 @@ def test_a_hidden_tab_pauses_generation():
 
 
 def _ending(gen, timeout: float = 10.0):
-    """Run a segment in a thread; returns what it yielded once it ended by itself."""
+    """Run a segment in a thread; returns what it yielded once it ended by itself, before the
+    snapshot it hands back last."""
     items: list = []
     worker = threading.Thread(target=lambda: items.extend(gen), daemon=True)
     worker.start()
     worker.join(timeout)
     assert not worker.is_alive(), "the segment did not end by itself"
-    return items
+    assert isinstance(items[-1], Resume)
+    return items[:-1]
 
 
 def test_a_stream_nobody_acknowledges_ends_after_the_ack_timeout():
@@ -376,16 +409,70 @@ def test_a_rejected_prompt_from_a_replayed_log_is_reported():
     assert isinstance(first, Notice) and "too long" in first.message and isinstance(second, EncodedFrame)
 
 
-def test_a_fresh_worker_rebuilds_the_world_from_the_kept_frames():
+def test_a_fresh_worker_restores_the_world_from_the_snapshot_its_last_segment_handed_back():
     board = ControlBoard(1)
     _, _, args = _setup(board)
-    jpeg = encode_jpeg(np.zeros((8, 8, 3), np.uint8), 90)
-    history = ((jpeg, ((VK["W"],), 1.0, 0.0)), (jpeg, ((), 0.0, 0.0)))
-    args = SegmentArgs(**{**args.__dict__, "frames_done": 40, "history": history})
+    first = StandInWorld()
+    items = list(run_segment(SegmentArgs(**{**args.__dict__, "max_seconds": 0.0}), board, ResidentWorlds(4),
+                             lambda recipe: first))
+    resume = items[-1]
+    assert isinstance(resume, Resume) and resume.frames_done == 1 and resume.world_id == 1
+    again = SegmentArgs(**{**args.__dict__, "frames_done": 1, "first_n": 1, "resume": resume})
+    fresh = StandInWorld()
+    frame = next(run_segment(again, board, ResidentWorlds(4), lambda recipe: fresh))
+    assert fresh.restored == [resume.snapshot] and fresh.appended == []     # latents, not JPEGs
+    assert isinstance(frame, EncodedFrame) and frame.n == 1
+
+
+def test_a_world_restored_to_an_older_point_than_the_main_process_knows_says_where_it_is():
+    board = ControlBoard(1)
+    _, _, args = _setup(board)
+    resume = Resume(1, 3, StandInSnapshot((None,) * 3, None))
+    args = SegmentArgs(**{**args.__dict__, "frames_done": 9, "first_n": 9, "resume": resume})
+    first = next(run_segment(args, board, ResidentWorlds(4), lambda recipe: StandInWorld()))
+    assert first == Rewound(3, 0)
+
+
+def test_a_rewind_request_takes_the_world_back_before_its_next_frame():
+    board = ControlBoard(1)
+    owner, _, args = _setup(board)
     world = StandInWorld()
-    next(run_segment(args, board, ResidentWorlds(4), lambda recipe: world))
-    assert [a[0] for a in world.appended] == [(8, 8, 3), (8, 8, 3)]
-    assert world.appended[0][1].button == {VK["W"]}
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: world)
+    frames = [item for item in _take(gen, 10) if isinstance(item, EncodedFrame)]
+    assert frames[-1].back == 10
+    version = board.request_rewind(0, owner, 4)
+    rewound, frame = next(gen), next(gen)
+    assert rewound == Rewound(4, version) and len(world.ctrls) == 5 and frame.back == 5
+    assert board.request_rewind(0, owner + 1, 0) == 0          # someone else's slot: refused
+
+
+def test_a_rewind_goes_back_only_as_far_as_the_kept_history_reaches():
+    board = ControlBoard(1)
+    owner, _, args = _setup(board, keep_frames=4)
+    world = StandInWorld()
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: world)
+    _take(gen, 10)
+    board.request_rewind(0, owner, 0)
+    assert next(gen).frames_done == 7
+
+
+def test_a_resync_request_reaches_a_split_world_and_others_are_told_it_needs_one():
+    board = ControlBoard(1)
+    owner, _, args = _setup(board)
+    plain = StandInWorld()
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: plain)
+    next(gen)
+    board.request_resync(0, owner)
+    notice = next(gen)
+    assert isinstance(notice, Notice) and not notice.ends_play and "beside reality" in notice.message
+    assert not next(gen).resynced
+    synced = []
+    split = StandInWorld()
+    split.resync = lambda: synced.append(len(split.ctrls))
+    gen = run_segment(SegmentArgs(**{**args.__dict__, "key": "t"}), board, ResidentWorlds(4), lambda recipe: split)
+    next(gen)
+    board.request_resync(0, owner)
+    assert next(gen).resynced and synced == [1]
 
 
 def test_the_same_worker_continues_its_world_without_re_priming():
@@ -434,17 +521,17 @@ def test_a_world_that_cannot_start_from_a_picture_says_so_once():
     board = ControlBoard(1)
     _, _, args = _setup(board)
     png = encode_jpeg(np.zeros((8, 8, 3), np.uint8), 90)
-    args = SegmentArgs(**{**args.__dict__, "recipe": WorldRecipe(1, "m", 0, start_image=png),
-                          "history": ((png, ((), 0.0, 0.0)),)})
+    args = SegmentArgs(**{**args.__dict__, "recipe": WorldRecipe(1, "m", 0, start_image=png)})
     worlds = ResidentWorlds(4)
     gen = run_segment(args, board, worlds, lambda recipe: StandInWorld(images=False))
     first, second = next(gen), next(gen)
     assert isinstance(first, Notice) and not first.ends_play and "picture" in first.message
     assert isinstance(second, EncodedFrame)
     gen.close()
-    again = SegmentArgs(**{**args.__dict__, "frames_done": 1, "first_n": 1})
+    again = SegmentArgs(**{**args.__dict__, "frames_done": 1, "first_n": 1,
+                           "resume": Resume(1, 1, StandInSnapshot((None,), None))})
     assert isinstance(next(run_segment(again, board, ResidentWorlds(4), lambda recipe: StandInWorld(images=False))),
-                      EncodedFrame)      # re-primed mid-world: no second warning
+                      EncodedFrame)      # restored mid-world: no second warning
 
 
 def test_dropping_a_world_closes_it_and_ends_its_loop():
@@ -464,3 +551,28 @@ def test_a_world_pushed_out_of_the_cache_is_closed():
     worlds.put("a", ResidentWorld(first, 1, 0, -1, "", 0, 0))
     worlds.put("b", ResidentWorld(second, 2, 0, -1, "", 0, 0))
     assert first.closed and not second.closed and "b" in worlds and "a" not in worlds
+
+
+def test_large_frames_stream_with_subsampled_chroma_and_small_ones_keep_it():
+    rng = np.random.default_rng(0)
+    small, large = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((64, 64), (360, 640)))
+    assert Image.open(io.BytesIO(encode_jpeg(small))).layer[0][1:3] == (1, 1)    # 4:4:4: full chroma
+    assert Image.open(io.BytesIO(encode_jpeg(large))).layer[0][1:3] == (2, 2)    # 4:2:0
+    assert len(encode_jpeg(large)) < len(encode_jpeg(large, 90))
+
+
+def _frame(i: int, prompt: str) -> EncodedFrame:
+    return EncodedFrame(n=i, seq=0, jpeg=bytes([i]), width=1, height=1, ctrl=((), 0.0, 0.0), keys=0, gen_ms=0.0,
+                        prompt=prompt, steps=0, scripted=False)
+
+
+def test_a_rewound_recording_forgets_the_frames_and_events_after_the_point():
+    recorder = Recorder(recipe=WorldRecipe(1, "m", 0), prompt="a cave", steps=0, fps=20)
+    for i in range(6):
+        recorder.add(_frame(i, "a cave" if i < 3 else "a castle"))
+    assert recorder.events == [[3, "prompt", "a castle"]]
+    recorder.truncate(3)
+    assert recorder.frames == len(recorder.ctrls) == len(recorder.video) == 3 and recorder.events == []
+    assert recorder.jpeg(2) == bytes([2]) and recorder.jpeg(3) is None and recorder.jpeg(-1) is None
+    recorder.add(_frame(3, "a cave"))                 # the prompt in force went back with the frames
+    assert recorder.events == [] and not recorder.truncated

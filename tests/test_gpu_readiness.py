@@ -82,7 +82,8 @@ def test_zerogpu_main_process_builds_and_warms_every_model_without_cuda(zerogpu_
     kind = backends.detect_kind()
     assert kind == "zerogpu"
     models = backends.model_catalog([], kind)
-    assert [m.uri for m in models][1:] == [str(waypoint_like), backends.REALITY]
+    assert [m.uri for m in models if not m.split][1:] == [str(waypoint_like), backends.REALITY]
+    assert [(m.key, m.uri) for m in models if m.split] == [("embedded+reality", None)]   # CPU-sized, beside the simulator
     backend = backends.create_backend(kind, segment_seconds=60)
     backend.warm_up(models)
     assert backend.warmup.error is None, backend.warmup.error
@@ -318,12 +319,12 @@ def test_local_cuda_warms_every_gpu_model_with_progress(monkeypatch, tmp_path):
     models = backends.model_catalog(["/models/a"], "cuda")
     backend.warm_up(models)
     assert backend.warmup.error is None
-    gpu = [m.uri for m in models if m.uri != backends.REALITY]
+    gpu = [m.uri for m in models if m.uri != backends.REALITY and not m.split]
     assert gpu == ["/models/a", None, backends.WAYPOINT_SMALL]
     for uri in gpu:
         assert ("prompt encoder", uri) in log and log.count(("frame", uri)) == backend.warm_frames
     for m in models[:-1]:
-        assert any(m.label in t for t in texts)
+        assert m.split or any(m.label in t for t in texts)
     assert any("compiling" in t for t in texts)
 
 

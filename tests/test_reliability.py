@@ -30,7 +30,7 @@ from PIL import Image
 
 from bench.soak import Refused, Visitor, control_log, free_port, png_bomb
 from player.backends import create_backend, model_catalog
-from player.guard import BoundedWorker, Busy, Limits, client_of
+from player.guard import BoundedWorker, Busy, Limits, UploadBudget, client_of
 from player.handlers import WorldApp
 from player.recording import MAX_LOG_FRAMES, parse_log
 from player.validation import start_image_png
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FPS = 10.0
 LIMITS = Limits(trust_forwarded_for=True, pages_per_client=6, sessions_per_client=3, queued_per_client=2,
                 plays_per_client=1, play_s=8.0, busy_play_s=4.0, busy_grace_s=1.0, ack_timeout_s=1.5,
-                hidden_timeout_s=1.5, download_interval_s=5.0)
+                hidden_timeout_s=1.5, download_interval_s=5.0, upload_bytes_per_window=2 << 20)
 _addresses = (f"10.11.{i // 250}.{i % 250 + 1}" for i in itertools.count())
 
 
@@ -123,10 +123,12 @@ def test_made_up_sessions_claim_no_slot_and_a_real_visitor_still_plays(srv):
         api = ("set_prompt_1", "set_steps", "pause", "reset")[i % 4]
         spammer.run(api, ["a prompt" if api == "set_prompt_1" else 2] if api.startswith("set") else [])
         spammer.control(keys=1)
-    for i in range(5):                        # and queued ones, with no page behind them
-        spammer.hash = f"made-up-play-{i}"
+    queued = [("play", ["", 1, "reality", 0, None]), ("play_path", ["w*5", "", 1, "reality", 0, None]),
+              ("load_log", [None]), ("load_start_image", [None]), ("download", [True])]
+    for i, (api, data) in enumerate(queued):  # and queued ones, with no page behind them
+        spammer.hash = f"made-up-queued-{i}"
         with pytest.raises(Refused, match="not connected") as refused:
-            spammer.play()
+            spammer.join(api, data)
         assert refused.value.status == 429
     sessions = srv.app.registry.sessions()
     assert not {s.key for s in sessions} & set(made_up) and len(sessions) <= before
@@ -160,6 +162,15 @@ def test_one_client_holds_at_most_its_share(srv):
     assert sum(s.running for s in mine) == LIMITS.plays_per_client and len(mine) <= LIMITS.sessions_per_client
     other = srv.visitor()
     assert first_frame(other.play()) < 5.0                # the second worker is there for someone else
+
+
+def test_queued_handlers_cannot_be_called_around_the_queue(srv):
+    visitor = srv.visitor()
+    for api, data in (("play", ["", 1, "reality", 0, None]), ("play_path", ["w*5", "", 1, "reality", 0, None]),
+                      ("load_log", [None]), ("download", [True])):
+        response = visitor.run(api, data)    # a direct POST, past the queue's concurrency limit
+        assert response.status_code == 404, (api, response.status_code, response.text[:200])
+    assert srv.session(visitor) is None
 
 
 def test_forwarded_for_counts_only_when_trusted():
@@ -235,6 +246,30 @@ def test_scripted_paths_and_replays_count_against_the_play_time(srv):
         assert job.frames[-1][0] - job.frames[0][0] < LIMITS.play_s + 1
 
 
+def test_a_waiting_line_shortens_the_turns_and_moves_up(srv):
+    players = [srv.visitor() for _ in range(2)]
+    t_join = time.monotonic()
+    jobs = [p.play() for p in players]
+    wait_for(lambda: all(srv.session(p) is not None and srv.session(p).play_started for p in players), 20,
+             "both plays to start")
+    waiting = [srv.visitor() for _ in range(2)]
+    waiting[0].play()
+    behind = waiting[1].play()
+    wait_for(lambda: behind.ranks and behind.ranks[-1][1] == 1, 10, "a place in line")
+    waiting[0].close_page()                  # the one ahead leaves the line ...
+    # ... and the place moves up while both turns still run. Positions are re-sent every second;
+    # with Gradio's default ("auto") the one behind never sees place 0, only its own start.
+    wait_for(lambda: behind.ranks[-1][1] == 0 or behind.started is not None, 15, "the place to move up")
+    assert any(rank == 0 and (behind.started is None or t <= behind.started) for t, rank, _ in behind.ranks), \
+        f"places seen: {behind.ranks}"
+    # The turns in progress ended at the busy allowance, so the one behind starts well before the
+    # full allowance (play_s, counted from the players' start) would have let it.
+    first_frame(behind, LIMITS.play_s + 10)
+    assert behind.frames[0][0] - t_join < LIMITS.play_s
+    wait_for(lambda: all(j.done.is_set() for j in jobs), LIMITS.play_s, "both turns to end")
+    for job in jobs:
+        assert job.frames and job.frames[-1][0] - t_join < LIMITS.play_s
+        assert "Others are waiting" in job.messages[-1]
 
 
 # ---- 4. control logs -------------------------------------------------------------------------
@@ -350,6 +385,16 @@ def test_a_recording_download_is_rate_limited_encoded_out_of_process_and_removed
     assert not list(srv.temp.rglob("*.webp"))
 
 
+def test_uploads_leave_no_stray_files_behind(srv):
+    visitor = srv.visitor()
+    before = {p for p in srv.temp.rglob("*") if p.is_file()}
+    for _ in range(5):                       # gr.File's own preprocessing left an empty temp file per call
+        job = visitor.call("load_log", [visitor.upload("log.json", control_log(3))])
+        assert job.error is None, job.error
+    new = {p for p in srv.temp.rglob("*") if p.is_file()} - before
+    assert len(new) <= 1, sorted(p.name for p in new)      # the one upload (same bytes, same cached file)
+
+
 # ---- 8. the lesser items ---------------------------------------------------------------------------
 @pytest.mark.parametrize("data, words", [
     (["", "abc", "reality", 0, None], "seed must be a whole number"),
@@ -403,6 +448,35 @@ def test_oversized_request_bodies_are_refused_before_they_are_read(srv):
     assert response.status_code == 413
 
 
+def test_the_upload_budget_slides_and_keeps_a_small_record_per_client():
+    clock = [1000.0]
+    budget = UploadBudget(limit=100, window_s=600, bucket_s=60, clock=lambda: clock[0])
+    for _ in range(50):                       # many tiny uploads within one minute: one bucket
+        assert budget.take("a", 1)
+        clock[0] += 1
+    assert len(budget._log["a"]) == 1
+    assert budget.take("a", 50) and not budget.take("a", 1)
+    assert budget.take("b", 100)              # another client's budget is its own
+    clock[0] += 601                           # the window slides: the first bytes expire
+    assert budget.take("a", 50)
+
+
+def test_uploads_count_against_a_per_client_budget(srv):
+    greedy, other = srv.visitor(), srv.visitor()
+    blob = os.urandom(LIMITS.upload_bytes_per_window * 3 // 4)
+    greedy.upload("a.bin", blob)
+    with pytest.raises(Refused) as refused:
+        greedy.upload("b.bin", blob)         # over the window's budget
+    assert refused.value.status == 429
+    other.upload("c.bin", blob)              # another client's budget is its own
+    body = (b'--wp\r\nContent-Disposition: form-data; name="files"; filename="d.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + blob + b"\r\n--wp--\r\n")
+    chunked = greedy.http.post(srv.url + "gradio_api/upload",
+                               headers={"content-type": "multipart/form-data; boundary=wp"},
+                               content=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]))
+    assert chunked.status_code == 411        # sent without a Content-Length, it would go uncounted
+
+
 def test_pause_reset_unload_and_controls_act_only_on_the_callers_own_session(srv):
     victim = srv.visitor()
     job = victim.play()
@@ -425,12 +499,13 @@ def test_sigterm_removes_the_temp_folders(tmp_path):
     port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
     env.pop("GRADIO_TEMP_DIR", None)
+    log = tmp_path.parent / f"{tmp_path.name}-server.log"      # a file: an unread pipe would fill and block it
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", "reality", "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_for(lambda: _up(url) or server.poll() is not None, 240, "the app to start")
-        assert server.poll() is None, server.stderr.read().decode()[-2000:]
+        assert server.poll() is None, log.read_text(errors="replace")[-2000:]
         visitor = Visitor(url).open_page()
         visitor.call("load_log", [visitor.upload("log.json", control_log(3))])
         job = visitor.play()

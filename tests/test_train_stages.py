@@ -107,6 +107,7 @@ def test_export_is_a_complete_waypoint_folder(run):
     assert engine.config.patch == (2, 2) and engine.config.tokens_per_frame == 16  # f8 latents, 2x2 patches
     assert engine.config.ctrl_fusion_norm == "none" and engine.config.mouse_scale == 1 / 8
     assert engine.config.mouse_units_per_pixel == 0.3 and engine.config.mouse_cap == 24.0
+    assert engine.config.extra["trained_on"] == "simulator"     # the app offers it beside the simulator
     engine.set_prompt("an icy grotto")
     frame = engine.gen_frame(CtrlInput(button={87}))
     assert frame.shape == (64, 64, 3) and frame.dtype == torch.uint8

@@ -25,7 +25,7 @@ from .config import RUN_DIR
 
 def export(df_checkpoint: Path, ae_folder: Path, out: Path, sigmas: list[float] | None, use_ema: bool = True) -> None:
     tensors, meta = load_checkpoint(df_checkpoint)
-    values = dict(meta["world_config"])
+    values = dict(meta["world_config"], trained_on="simulator")   # the app offers it beside the simulator
     if sigmas:
         values["scheduler_sigmas"] = sigmas
     config = WorldConfig.from_dict(values)

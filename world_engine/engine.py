@@ -10,6 +10,12 @@ Where a frame is made: ``gen_frame`` = ``frame_conditions`` (controls, prompt, t
 one call of the DiT's flat inference entry (``DiTStep``: tensors in, velocity out, the KV cache
 written in place), eager, ``torch.compile``'d, or replaced by an AOTInductor package on ZeroGPU. A
 ``WorldEngine`` is a ``WorldSource`` and an ``InteractiveWorld`` (``world_engine.protocol``).
+
+History: every frame written into the cache is also kept as its clean latent (with its controls,
+prompt and the noise generator's position) in a bounded ring, ``keep_history``. ``snapshot`` is a
+point of that history; ``restore`` runs the cache pass again over the newest ``receptive_frames``
+kept latents, which rebuilds the KV cache bit for bit, so a rewound session makes the same frames
+under the same noise. No KV cache is ever copied or stored.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import secrets
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,6 +45,10 @@ from .protocol import ControlConvention
 EMBEDDED_MODEL = Path(__file__).parent / "embedded"
 DEFAULT_PROMPT = "An explorable world"
 MAX_PROMPT_CHARS = 2000
+CPU_INDUCTOR_OPTIONS = {"freezing": True, "cpp_wrapper": True}   # see WorldEngine._compiled_parts
+DEFAULT_HISTORY_FRAMES = 600   # frames kept for snapshots: 30 s at 20 fps
+MAX_RESTORE_FRAMES = 256       # a restore re-primes at most this many frames (one DiT pass each)
+RNG_CHECKPOINT_DRAWS = 32      # the noise generator's state is saved once per this many draws
 
 
 def default_device() -> torch.device:
@@ -120,6 +132,52 @@ class FrameConditions(NamedTuple):
     timestamps: torch.Tensor
 
 
+@dataclasses.dataclass(frozen=True, eq=False, slots=True)
+class KeptFrame:
+    """One frame of a session's kept history: what its cache pass took, so a restore can run it
+    again. Never written after it is made, so snapshots share it instead of copying it."""
+
+    index: int                          # its timestamp
+    latent: torch.Tensor                # the clean latent ``[C, H, W]`` written into the cache
+    ctrl: CtrlInput                     # the controls it was made under
+    prompt: str | None                  # the prompt in force (None: set as an embedding)
+    prompt_ctx: torch.Tensor | None     # that prompt's keys and values (None in a portable copy)
+    rng: torch.Tensor                   # the noise generator's newest checkpoint state ...
+    draws: int                          # ... and the noise draws since it, this frame's included
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WorldSnapshot:
+    """A point of a session to come back to (``WorldEngine.snapshot`` / ``restore``).
+
+    It holds the kept latent history up to that point (``frames``, oldest first), the frame index
+    the next frame gets, the prompt in force and the noise generator's state, never a KV cache: a
+    restore rebuilds the cache by running the cache pass again over the newest kept frames. The
+    frames are shared with the session, so taking one costs a tuple of references.
+    """
+
+    model: str                          # which model's session it is (restore refuses another's)
+    frame_index: int
+    start_index: int | None             # the session's first frame (a restore reaching it is exact)
+    frames: tuple[KeptFrame, ...]
+    rng: torch.Tensor
+    draws: int
+    prompt: str | None
+    prompt_ctx: torch.Tensor | None
+    prime: int                          # how many of the newest frames a restore runs again
+    exact: bool                         # restoring gives bit-identical frames under the same noise
+
+    def portable(self) -> "WorldSnapshot":
+        """A copy for another process with just what a restore needs: the frames it re-primes, on
+        the host, and prompts as text (re-encoded on restore). It pickles."""
+        kept = self.frames[len(self.frames) - self.prime:]
+        if any(f.prompt is None and f.prompt_ctx is not None for f in kept) or \
+                (self.prompt is None and self.prompt_ctx is not None):
+            raise ValueError("a prompt set as an embedding cannot leave the process; set it as text")
+        host = tuple(dataclasses.replace(f, latent=f.latent.cpu(), prompt_ctx=None) for f in kept)
+        return dataclasses.replace(self, frames=host, prompt_ctx=None)
+
+
 class WorldEngine:
     """A playable world: ``set_prompt``, ``append_frame``, ``gen_frame``, ``reset``.
 
@@ -132,6 +190,9 @@ class WorldEngine:
     ``frame_index`` is the timestamp the next frame gets (frames written into this session so far).
     An empty session may set it to start later in time: rotary positions are relative, so only the
     absolute timestamps change.
+
+    ``snapshot(frames_back)`` / ``restore(snapshot)`` go back into the kept history (the newest
+    ``DEFAULT_HISTORY_FRAMES`` frames unless ``keep_history`` says otherwise); see ``WorldSnapshot``.
     """
 
     def __init__(self, model: str | Path | None = None, device: torch.device | str | None = None,
@@ -158,22 +219,66 @@ class WorldEngine:
         # replaced by an AOTInductor package (its ``forward`` is patched; forks share the module).
         self.step_module = DiTStep(self.model, self.attention)
         self.compile_mode = None
-        self._step = self.step_module
-        if compile:
-            self.compile_mode = compile if isinstance(compile, str) else "default"
-            self._step = torch.compile(self.step_module, fullgraph=True, dynamic=False,
-                                       mode=None if self.compile_mode == "default" else self.compile_mode)
+        # Lazy parts that forks share; "step" is the flat entry as every pass calls it, so compiling
+        # it later (``compile_step``) upgrades every session of the engine at once.
+        self._shared: dict[str, Any] = {"lock": threading.Lock(), "step": self.step_module}
         self.autoencoder = None
         if self.config.ae_uri:
             self.autoencoder = load_autoencoder(self.config.ae_uri, self.device, self.dtype, base=self.folder)
-            decoder = getattr(self.autoencoder, "decoder", None)
-            if compile and isinstance(decoder, torch.nn.Module):   # the decode is ~0.7 TFLOP of convolutions
-                self.autoencoder.decoder = torch.compile(decoder, dynamic=False)
-        self._shared: dict[str, Any] = {"lock": threading.Lock()}  # lazy parts that forks share
+        if compile:
+            mode = compile if isinstance(compile, str) else "default"
+            self._install(*self._compiled_parts(mode), mode)
 
         self.model_sigmas = list(self.config.scheduler_sigmas)  # the schedule the model ships with
         self._build_schedule()
+        self._model_key = f"{self.folder}:{self.config.n_layers}:{list(self.config.latent_shape)}"
+        self.restore_frames = min(self.receptive_frames, MAX_RESTORE_FRAMES)
+        self._history_frames = DEFAULT_HISTORY_FRAMES
         self._start_session(seed)
+
+    @property
+    def _step(self):
+        return self._shared["step"]
+
+    def _compiled_parts(self, mode: str) -> tuple[Any, Any]:
+        """The flat entry and the decoder wrapped in ``torch.compile`` (compiled at their first call).
+
+        On a CPU, inductor folds the weights into the code and prepacks them (``freezing``) and calls
+        its kernels from C++ (``cpp_wrapper``): a 64x64 frame is hundreds of tiny ops, so the per-op
+        overhead of eager PyTorch, not arithmetic, is most of its time.
+        """
+        options = CPU_INDUCTOR_OPTIONS if self.device.type == "cpu" else None
+        step = torch.compile(self.step_module, fullgraph=True, dynamic=False,
+                             mode=None if mode == "default" else mode, options=options)
+        decoder = getattr(self.autoencoder, "decoder", None)
+        if isinstance(decoder, torch.nn.Module):   # Waypoint's decode is ~0.7 TFLOP of convolutions
+            return step, torch.compile(decoder, dynamic=False, options=options)
+        return step, None
+
+    def _install(self, step: Any, decoder: Any, mode: str) -> None:
+        self._shared["step"] = step
+        if decoder is not None:
+            self.autoencoder.decoder = decoder
+        self.compile_mode = mode
+
+    @torch.inference_mode()
+    def compile_step(self) -> None:
+        """Compile this engine's passes and decoder now, for it and every fork, running ones included.
+
+        Blocks while compiling (on a CPU: minutes the first time, seconds from inductor's cache), so
+        a server calls it from a background thread and keeps serving the eager code meanwhile: the
+        compiled code is traced on a probe session and published only once it has run.
+        """
+        if self.compile_mode is not None:
+            return
+        step, decoder = self._compiled_parts("default")
+        probe = self.fork(seed=0)
+        x = torch.zeros((1, 1, *self.config.latent_shape), device=self.device, dtype=self.dtype)
+        step(*probe.step_inputs(x, probe.frame_conditions(CtrlInput()), 0, write=False))
+        probe.close()
+        if decoder is not None:
+            decoder(x[0])
+        self._install(step, decoder, "default")
 
     @property
     def convention(self) -> ControlConvention:
@@ -224,6 +329,13 @@ class WorldEngine:
         self.generator.manual_seed(seed if seed is not None else secrets.randbits(63))
         self.prompt: str | None = None
         self._prompt_ctx: torch.Tensor | None = None
+        self._forget_history()
+
+    def _forget_history(self) -> None:
+        """An empty kept history; the noise generator's state as it is now is its first checkpoint."""
+        self._kept: deque[KeptFrame] = deque(maxlen=self._history_frames)
+        self._start_index: int | None = None
+        self._rng_state, self._rng_draws = self.generator.get_state(), 0
 
     def fork(self, seed: int | None = None) -> "WorldEngine":
         """A new, empty session sharing this engine's weights (cheap: only the cache is new)."""
@@ -235,6 +347,7 @@ class WorldEngine:
     def close(self) -> None:
         """Free this session's history (its KV cache); the weights stay with the other sessions."""
         self._cache = None
+        self._kept.clear()
         self._closed = True
 
     def _history(self) -> RingKVCache:
@@ -383,6 +496,7 @@ class WorldEngine:
         """Write a clean latent frame ``[C, H, W]`` into the history."""
         x = self._check_latent(latent, "latent")
         self._cache_pass(x, self.frame_conditions(ctrl))
+        self._keep(x, ctrl, drew=False)
 
     def append_frame(self, img: Any, ctrl: CtrlInput | None = None) -> Any:
         """Encode an RGB image (uint8 ``[H, W, 3]``, any size) and write it into the history."""
@@ -398,13 +512,14 @@ class WorldEngine:
         conditions = self.frame_conditions(ctrl)
         if noise is None:
             upload = self._upload("noise", (1, 1, *self.config.latent_shape))
-            torch.randn(upload.host.shape, generator=self.generator, out=upload.fill())
+            self._draw_noise(upload.fill())
             x = upload.send().to(self.dtype)
         else:
             x = self._check_latent(noise, "noise")
         for step in range(self.n_steps):
             x = self.denoise_step(x, conditions, step)
         self._cache_pass(x, conditions)
+        self._keep(x, ctrl, drew=noise is None)
         latent = x[0, 0]
         return self.autoencoder.decode(latent) if return_img else latent.clone()
 
@@ -421,6 +536,123 @@ class WorldEngine:
         self.frame_index = 0
         if seed is not None:
             self.generator.manual_seed(seed)
+        self._forget_history()
+
+    # History: snapshots and restores --------------------------------------------------------
+    @property
+    def receptive_frames(self) -> int:
+        """Frames a restore must re-run for bit-identical results: the K/V a layer keeps for a frame
+        depend on the frames every layer below attended to, so the cache at a point is a function
+        of at most the sum of all layers' windows of newest latents (48 for the embedded model)."""
+        return sum(self.config.layer_window(layer)[0] for layer in range(self.config.n_layers))
+
+    def keep_history(self, frames: int) -> None:
+        """Keep the newest ``frames`` frames (a ring; default ``DEFAULT_HISTORY_FRAMES``) for
+        ``snapshot``: each costs its latent and a few references."""
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"frames must be a whole number >= 1, got {frames!r}")
+        self._history_frames = frames
+        self._kept = deque(self._kept, maxlen=frames)
+
+    @property
+    def rewind_limit(self) -> int:
+        """How many frames back ``snapshot`` can reach now (the kept frames but the oldest)."""
+        return max(len(self._kept) - 1, 0)
+
+    def _draw_noise(self, out: torch.Tensor) -> None:
+        torch.randn(out.shape, generator=self.generator, out=out)
+
+    def _keep(self, x: torch.Tensor, ctrl: CtrlInput | None, drew: bool) -> None:
+        """Add the frame just written (latent ``x`` ``[1, 1, C, H, W]``) to the kept history: a
+        latent copy and references, a few microseconds (the generator's state is read once per
+        ``RNG_CHECKPOINT_DRAWS`` draws, not per frame)."""
+        if drew:
+            self._rng_draws += 1
+            if self._rng_draws >= RNG_CHECKPOINT_DRAWS:
+                self._rng_state, self._rng_draws = self.generator.get_state(), 0
+        index = self.frame_index - 1
+        if self._start_index is None:
+            self._start_index = index
+        c = ctrl or CtrlInput()
+        self._kept.append(KeptFrame(index, x[0, 0].clone(), CtrlInput(set(c.button), tuple(c.mouse), c.scroll_wheel),
+                                    self.prompt, self._prompt_ctx, self._rng_state, self._rng_draws))
+
+    def snapshot(self, frames_back: int = 0) -> WorldSnapshot:
+        """The session as it is now, or as it was ``frames_back`` frames ago (up to
+        ``rewind_limit``): the kept frames up to that point, its frame index, the prompt in force
+        there and the noise generator's state, so a ``restore`` continues with the same noise."""
+        if self._closed:
+            raise RuntimeError("this session is closed")
+        if isinstance(frames_back, bool) or not isinstance(frames_back, int) or \
+                not 0 <= frames_back <= self.rewind_limit:
+            raise ValueError(f"frames_back must be a whole number from 0 to {self.rewind_limit} "
+                             f"(the kept history), got {frames_back!r}")
+        frames = tuple(itertools.islice(self._kept, len(self._kept) - frames_back))
+        if frames_back == 0:
+            rng, draws, prompt, ctx = self._rng_state, self._rng_draws, self.prompt, self._prompt_ctx
+        else:
+            last = frames[-1]
+            rng, draws, prompt, ctx = last.rng, last.draws, last.prompt, last.prompt_ctx
+        prime = frames[max(len(frames) - self.restore_frames, 0):]
+        exact = not frames or len(prime) >= self.receptive_frames or prime[0].index == self._start_index
+        return WorldSnapshot(self._model_key, self.frame_index - frames_back, self._start_index, frames, rng,
+                             draws, prompt, ctx, len(prime), exact)
+
+    @torch.inference_mode()
+    def restore(self, snapshot: WorldSnapshot) -> None:
+        """Go back to ``snapshot``: re-prime the cache by running the cache pass over its newest
+        ``restore_frames`` kept frames (each with its own controls and prompt), then take its
+        frame index, prompt, kept history and noise state. With ``snapshot.exact``, frames made
+        afterwards are bit-identical to those made after the snapshot was taken, noise for noise
+        (on the same kernels: a session switched from eager to compiled in between is only close).
+        Costs one DiT forward per re-primed frame."""
+        if self._closed:
+            raise RuntimeError("this session is closed")
+        if not isinstance(snapshot, WorldSnapshot):
+            raise ValueError(f"expected a WorldSnapshot, got {type(snapshot).__name__}")
+        if snapshot.model != self._model_key:
+            raise ValueError("that snapshot was taken of another model's session")
+        frames = snapshot.frames
+        if any(b.index != a.index + 1 for a, b in zip(frames, frames[1:])) or \
+                (frames and frames[-1].index != snapshot.frame_index - 1):
+            raise ValueError("that snapshot's frames are not one run of consecutive frames")
+        contexts: dict[str, torch.Tensor | None] = {}
+        frames = tuple(self._local(f, contexts) for f in frames)
+        ctx = snapshot.prompt_ctx if snapshot.prompt_ctx is not None else self._context_of(snapshot.prompt, contexts)
+        prime = frames[len(frames) - min(snapshot.prime, self.restore_frames):]
+        cache = self._history()
+        cache.reset()
+        self.frame_index = prime[0].index if prime else snapshot.frame_index
+        shape = (1, 1, *self.config.latent_shape)
+        for f in prime:
+            self._prompt_ctx = f.prompt_ctx
+            self._cache_pass(f.latent.view(shape), self.frame_conditions(f.ctrl))
+        self.prompt, self._prompt_ctx = snapshot.prompt, ctx
+        self._kept = deque(frames, maxlen=self._history_frames)
+        self._start_index = snapshot.start_index
+        self.generator.set_state(snapshot.rng)
+        scratch = torch.empty(shape, dtype=torch.float32)
+        for _ in range(snapshot.draws):
+            self._draw_noise(scratch)
+        self._rng_state, self._rng_draws = snapshot.rng, snapshot.draws
+
+    def _context_of(self, prompt: str | None, contexts: dict[str, torch.Tensor | None]) -> torch.Tensor | None:
+        """The prompt's keys and values in this process (a portable snapshot carries text only)."""
+        if self.config.prompt_conditioning is None or prompt is None:   # None: the default, set lazily
+            return None
+        if prompt not in contexts:
+            emb, pad_mask = self.prompt_encoder([prompt])
+            emb = emb.to(self.device, self.dtype).masked_fill(pad_mask.to(self.device)[..., None], 0)
+            contexts[prompt] = self.model.prompt_kv(emb)
+        return contexts[prompt]
+
+    def _local(self, frame: KeptFrame, contexts: dict[str, torch.Tensor | None]) -> KeptFrame:
+        """``frame`` with its latent in this engine's device and dtype and its prompt's K/V here."""
+        latent = frame.latent.to(self.device, self.dtype)
+        ctx = frame.prompt_ctx if frame.prompt_ctx is not None else self._context_of(frame.prompt, contexts)
+        if latent is frame.latent and ctx is frame.prompt_ctx:
+            return frame
+        return dataclasses.replace(frame, latent=latent, prompt_ctx=ctx)
 
     def _require_autoencoder(self):
         if self.autoencoder is None:

@@ -4,6 +4,10 @@
 anything else that makes frames from controls, such as a simulator, can stand behind the same
 interface. A world states its control convention, so a player maps keys and pointer pixels the way
 that world was trained instead of assuming one.
+
+Every world keeps a bounded history of its newest frames (``keep_history``) and can go back into
+it: ``snapshot(frames_back)`` is a point to return to and ``restore`` returns there. A player uses
+that to rewind and, with ``Snapshot.portable``, to move a world into another process.
 """
 
 from __future__ import annotations
@@ -29,6 +33,18 @@ class ControlConvention:
 
 
 @runtime_checkable
+class Snapshot(Protocol):
+    """A point of one world, to ``restore`` later; opaque besides these."""
+
+    @property
+    def prompt(self) -> str | None:
+        """The prompt in force at that point."""
+
+    def portable(self) -> "Snapshot":
+        """A copy that pickles into another process (host memory only) and restores there."""
+
+
+@runtime_checkable
 class InteractiveWorld(Protocol):
     """One playable world: controls in, one RGB frame out per call."""
 
@@ -49,6 +65,20 @@ class InteractiveWorld(Protocol):
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the history; a ``seed`` restarts the world's randomness."""
+
+    def keep_history(self, frames: int) -> None:
+        """Keep the newest ``frames`` frames' state (a ring) for ``snapshot``."""
+
+    @property
+    def rewind_limit(self) -> int:
+        """How many frames back ``snapshot`` can reach now."""
+
+    def snapshot(self, frames_back: int = 0) -> Snapshot:
+        """The world now, or ``frames_back`` frames ago (0..``rewind_limit``; else ``ValueError``)."""
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Return to ``snapshot`` (taken of this world or of one forked with the same seed): the same
+        controls then give the same frames. ``ValueError`` for a snapshot of another kind of world."""
 
     def close(self) -> None:
         """Free what the world holds; a closed world makes no more frames."""

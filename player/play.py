@@ -28,6 +28,7 @@ from player.stream import (KEEP_SECONDS, RESYNC_NEEDS_SPLIT, TIME_UP, EncodedFra
                            SegmentArgs, WorldRecipe)
 
 Outputs = tuple[Any, Any]     # (player value, status line)
+SUPERSEDE_WAIT_S = 2.0        # a new play waits at most this long for the one it replaces to hand back
 
 
 class _Every:
@@ -83,6 +84,9 @@ class PlayLoop:
         self.board.set_prompt(session.slot, prompt)
         self.board.set_steps(session.slot, steps)
         run = session.run = self.board.start_run(session.slot)
+        # The superseded play's loop stops at its next frame; wait (bounded) until its segment has
+        # handed back the frames it made, or this play would find the world "elsewhere" and rebuild it.
+        session.segment_idle.wait(SUPERSEDE_WAIT_S)
         session.running = True
         session.play_started = time.time()
         session.busy_turn = bool(self.waiting())
@@ -114,9 +118,13 @@ class PlayLoop:
         if session.recipe is None or session.recorder is None or not session.world_frames:
             raise ValueError("Nothing to rewind yet: press Start and play a little first.")
         base = session.rewind_pending[1] if session.rewind_pending else session.world_frames
-        target = max(base - round(seconds * self.fps), session.world_frames - session.rewind_limit, 0)
+        target = max(base - max(1, round(seconds * self.fps)), session.world_frames - session.rewind_limit, 0)
+        if target >= base:                      # already as far back as the kept history reaches
+            raise ValueError("That is as far back as this world remembers.")
         version = self.board.request_rewind(session.slot, session.owner, target)
         session.rewind_pending = (version, target)
+        if session.rewind_seen >= version:     # the frame loop answered it before the line above
+            session.rewind_pending = None
         if session.running:
             return None
         ago = (session.world_frames - target) / self.fps
@@ -186,6 +194,7 @@ class PlayLoop:
             hidden_timeout_s=self.limits.hidden_timeout_s, resume=session.resume, keep_frames=self.keep_frames,
             rewind_seen=session.rewind_seen)
         start, made, ended, superseded = time.monotonic(), 0, None, False
+        session.segment_idle.clear()
         try:
             for item in self.backend.segments(args, choice.uri):
                 if session.recipe is not args.recipe and isinstance(item, (Resume, Rewound)):
@@ -212,6 +221,8 @@ class PlayLoop:
                     yield self._frame_value(item, start), status
         except (ValueError, RuntimeError, OSError) as exc:
             raise user_error(f"The world stopped: {exc}", "Engine") from exc
+        finally:
+            session.segment_idle.set()
         return ended, made
 
     def _frame_value(self, item: EncodedFrame, start: float) -> dict[str, Any]:

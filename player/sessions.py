@@ -189,6 +189,12 @@ class ControlBoard:
 BOARD = ControlBoard()
 
 
+def _idle_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class Session:
     """Main-process state of one browser session (one page load)."""
@@ -210,6 +216,7 @@ class Session:
     rewind_limit: int = 0           # frames the world could go back at its newest frame
     run: int = 0                    # run id of the newest play; only that play clears ``running``
     running: bool = False
+    segment_idle: threading.Event = field(default_factory=_idle_event, repr=False)   # no segment streaming
     play_started: float = 0.0       # wall time the newest play started (its allowance counts from here)
     busy_turn: bool = False         # the newest play's allowance is the shorter one (people were waiting)
     last_download: float = -math.inf   # monotonic time of the newest recording download

@@ -376,14 +376,15 @@ def _apply_settings(args: SegmentArgs, board: ControlBoard, resident: ResidentWo
 
 def _rewind(resident: ResidentWorld, snap: SlotSnapshot) -> Rewound:
     """Answer the board's newest rewind request: back to ``snap.rewind_to`` frames, or as far as
-    the kept history reaches; the prompt of that point stays until the board's is applied again."""
+    the kept history reaches; the board's prompt is applied again before the next frame (an empty
+    one means the model's default, which the restore already brought back)."""
     resident.rewind_version = snap.rewind_version
     back = min(max(resident.frames_done - snap.rewind_to, 0), resident.world.rewind_limit)
     if back:
         point = resident.world.snapshot(back)
         resident.world.restore(point)
         resident.frames_done -= back
-        if resident.world.convention.prompted and point.prompt != resident.prompt:
+        if resident.world.convention.prompted and resident.prompt and point.prompt != resident.prompt:
             resident.prompt_version = -1      # re-applied by _apply_settings before the frame
     return Rewound(resident.frames_done, snap.rewind_version)
 

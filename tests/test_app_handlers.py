@@ -522,3 +522,14 @@ def test_only_models_trained_on_the_simulator_are_offered_beside_it(playable_che
         f.write("trained_on: simulator\n")
     split = [m for m in model_catalog([str(learned)], "cpu") if m.split]
     assert [(m.key, m.uri) for m in split][0] == (str(learned) + "+reality", str(learned))
+
+
+def test_a_rewind_goes_back_at_least_a_frame_and_not_past_what_the_world_remembers(app):
+    gen = play(app, "rewind-edge", seed=4)
+    shown = frames(gen, 4)
+    app.pause(req("rewind-edge"))
+    list(gen)
+    assert rewind(app, "rewind-edge", 0.001)["img"] == shown[2]["img"]    # a tiny rewind is one frame
+    rewind(app, "rewind-edge", 59)                                          # back to the first frame ...
+    with pytest.raises(gr.Error, match="as far back"):                      # ... and no further
+        rewind(app, "rewind-edge", 1.0)

@@ -218,10 +218,10 @@ class WorldEngine:
         # The flat inference entry every pass goes through: eager, torch.compile'd, or (ZeroGPU)
         # replaced by an AOTInductor package (its ``forward`` is patched; forks share the module).
         self.step_module = DiTStep(self.model, self.attention)
-        self.compile_mode = None
         # Lazy parts that forks share; "step" is the flat entry as every pass calls it, so compiling
         # it later (``compile_step``) upgrades every session of the engine at once.
-        self._shared: dict[str, Any] = {"lock": threading.Lock(), "step": self.step_module}
+        self._shared: dict[str, Any] = {"lock": threading.Lock(), "compile_lock": threading.Lock(),
+                                        "step": self.step_module}
         self.autoencoder = None
         if self.config.ae_uri:
             self.autoencoder = load_autoencoder(self.config.ae_uri, self.device, self.dtype, base=self.folder)
@@ -259,7 +259,13 @@ class WorldEngine:
         self._shared["step"] = step
         if decoder is not None:
             self.autoencoder.decoder = decoder
-        self.compile_mode = mode
+        self._shared["compile_mode"] = mode
+
+    @property
+    def compile_mode(self) -> str | None:
+        """How the passes run now, for this engine and all its forks: None (eager) or the
+        ``torch.compile`` mode ("default", "reduce-overhead", ...)."""
+        return self._shared.get("compile_mode")
 
     @torch.inference_mode()
     def compile_step(self) -> None:
@@ -269,16 +275,19 @@ class WorldEngine:
         a server calls it from a background thread and keeps serving the eager code meanwhile: the
         compiled code is traced on a probe session and published only once it has run.
         """
-        if self.compile_mode is not None:
-            return
-        step, decoder = self._compiled_parts("default")
-        probe = self.fork(seed=0)
-        x = torch.zeros((1, 1, *self.config.latent_shape), device=self.device, dtype=self.dtype)
-        step(*probe.step_inputs(x, probe.frame_conditions(CtrlInput()), 0, write=False))
-        probe.close()
-        if decoder is not None:
-            decoder(x[0])
-        self._install(step, decoder, "default")
+        with self._shared["compile_lock"]:    # not "lock": sessions must not wait minutes for it
+            if self._shared["step"] is not self.step_module:
+                return
+            step, decoder = self._compiled_parts("default")
+            probe = self.fork(seed=0)
+            try:
+                x = torch.zeros((1, 1, *self.config.latent_shape), device=self.device, dtype=self.dtype)
+                step(*probe.step_inputs(x, probe.frame_conditions(CtrlInput()), 0, write=False))
+                if decoder is not None:
+                    decoder(x[0])
+            finally:
+                probe.close()
+            self._install(step, decoder, "default")
 
     @property
     def convention(self) -> ControlConvention:

@@ -149,7 +149,10 @@ class UploadBudget:
         self._lock = threading.Lock()
 
     def take(self, client: str, size: int) -> bool:
-        """Spend ``size`` bytes of ``client``'s budget; False (nothing spent) when it would overflow."""
+        """Spend ``size`` bytes of ``client``'s budget; False (nothing spent) when it would overflow
+        or ``size`` is negative (a stated length no server should have let through)."""
+        if size < 0:
+            return False
         now = self._clock()
         with self._lock:
             if len(self._log) > 4096:        # forget clients with nothing in the window (bounded memory)

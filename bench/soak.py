@@ -430,20 +430,12 @@ def attack_once(url: str, address: str, kind: str) -> str:
                 codes.append(exc.status)
         v.http.close()
         return f"codes {sorted(set(codes))}"
-    if kind == "unread-stream":
+    if kind in ("unread-stream", "frozen-ack"):
         v = Visitor(url, address).open_page()
-        v.ack = False
-        try:
-            job = v.play()
-            job.done.wait(30)
-            return f"ended: {job.messages[-1:] or job.error}"
-        except Refused as exc:
-            return f"refused {exc.status}"
-        finally:
-            v.close_page()
-    if kind == "frozen-ack":
-        v = Visitor(url, address).open_page()
-        v.frozen_ack = 0
+        if kind == "unread-stream":
+            v.ack = False
+        else:
+            v.frozen_ack = 0
         try:
             job = v.play()
             job.done.wait(30)

@@ -9,9 +9,7 @@ screenshot (``$SCREENSHOT_DIR``, default: the test's temporary folder).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -19,51 +17,21 @@ from pathlib import Path
 import pytest
 
 from tests.browser.delay_proxy import DelayProxy
+from tests.browser.serving import CHROMIUM, served_app
 from world_engine import VK
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
 ]
-ROOT = Path(__file__).resolve().parents[2]
 FPS = 30.0
-
-
-def _load_app_module():
-    spec = importlib.util.spec_from_file_location("world_player_app", ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module", params=["embedded", "reality"])
 def served(request):
     """The app on 127.0.0.1 serving the embedded model, or walking the simulator ("reality")."""
-    from player.backends import create_backend, model_catalog
-    from player.handlers import WorldApp
-
-    app_module = _load_app_module()
-    backend = create_backend("cpu", segment_seconds=3600)
-    models = model_catalog([], "cpu")
-    chosen = next(m for m in models if m.key == request.param)
-    backend.warm_up([chosen])
-    world_app = WorldApp(backend, models, allow_custom_models=False, fps=FPS)
-    demo = app_module.build_demo(world_app, chosen.key)
-    app_module.configure_queue(demo, 2)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app_module.launch_kwargs(world_app, demo))
-    yield world_app, url, request.param
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+    with served_app([request.param], request.param, FPS) as (world_app, url):
+        yield world_app, url, request.param
 
 
 def wm(page, field: str):

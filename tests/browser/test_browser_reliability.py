@@ -9,60 +9,28 @@ turns are short (3 s while others wait) so eight visitors rotate through two wor
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from player.guard import Limits
+from tests.browser.serving import CHROMIUM, served_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
 ]
-ROOT = Path(__file__).resolve().parents[2]
 START = "\u25b6 Start"
 LIMITS = Limits(trust_forwarded_for=True, plays_per_client=1, play_s=60.0, busy_play_s=3.0, busy_grace_s=0.5,
                 ack_timeout_s=5.0)
 
 
-def _load_app_module():
-    spec = importlib.util.spec_from_file_location("world_player_app_brel", ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from player.backends import create_backend, model_catalog
-    from player.handlers import WorldApp
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
-        app_module = _load_app_module()
-        backend = create_backend("cpu", segment_seconds=3600)
-        models = model_catalog([], "cpu")
-        backend.warm_up([next(m for m in models if m.key == "reality")])
-        world_app = WorldApp(backend, models, allow_custom_models=False, fps=10.0, limits=LIMITS)
-        demo = app_module.build_demo(world_app, "reality")
-        app_module.configure_queue(demo, 2)
-        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app_module.launch_kwargs(world_app, demo))
-        yield world_app, url
-        demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+        with served_app(["reality"], "reality", 10.0, LIMITS, module_name="world_player_app_brel") as served:
+            yield served
 
 
 def visit(browser, url: str, address: str):

@@ -15,8 +15,8 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.browser.test_browser_player import (CHROMIUM, _load_app_module, canvas_hash, newest_session, wait_for,
-                                               wm)
+from tests.browser.serving import CHROMIUM, served_app
+from tests.browser.test_browser_player import canvas_hash, newest_session, wait_for, wm
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,30 +28,9 @@ SPLIT_LABEL = "Tiny world beside reality"
 
 @pytest.fixture(scope="module")
 def served():
-    """The app on 127.0.0.1 with the whole CPU catalog; the embedded model warmed up."""
-    from player.backends import create_backend, model_catalog
-    from player.handlers import WorldApp
-
-    app_module = _load_app_module()
-    backend = create_backend("cpu", segment_seconds=3600)
-    models = model_catalog([], "cpu")
-    backend.warm_up(models)
-    world_app = WorldApp(backend, models, allow_custom_models=False, fps=FPS)
-    demo = app_module.build_demo(world_app, "embedded")
-    app_module.configure_queue(demo, 2)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app_module.launch_kwargs(world_app, demo))
-    yield world_app, url
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+    """The app on 127.0.0.1 with the whole CPU catalog warmed up."""
+    with served_app(None, "embedded", FPS) as served:
+        yield served
 
 
 @pytest.fixture()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import WorldConfig
 from .kv_cache import RingKVCache, layer_slots
+from .weights import check_weight_shapes
 
 RMS_EPS = torch.finfo(torch.float32).eps
 NOISE_FOURIER_DIM = 512
@@ -480,20 +481,8 @@ class WorldDiT(nn.Module):
 
         expected = self.state_dict(keep_vars=True)
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            stored = list(f.keys())
-            missing = [k for k in expected if k not in stored]
-            if missing:
-                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-                raise ValueError(f"{path}: missing weight {missing[0]!r}{more}")
-            unexpected = [k for k in stored if k not in expected]
-            if unexpected:
-                more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-                raise ValueError(f"{path}: unexpected weight {unexpected[0]!r}{more} for this config")
-            for key, target in expected.items():
-                shape = list(f.get_slice(key).get_shape())
-                if shape != list(target.shape):
-                    raise ValueError(f"{path}: weight {key!r} has shape {shape}, the config expects "
-                                     f"{list(target.shape)}")
+            check_weight_shapes({k: list(v.shape) for k, v in expected.items()},
+                                {k: f.get_slice(k).get_shape() for k in f.keys()}, path)
             done: set[int] = set()
             with torch.no_grad():
                 for key, target in expected.items():

@@ -39,21 +39,25 @@ def dataclass_from_yaml(cls: type[T], path: str | Path) -> T:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Copy ``state`` into ``module``: every key present, no extra key, every shape equal."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
+def check_weight_shapes(expected: dict[str, list[int]], stored: dict[str, list[int]], source: str | Path) -> None:
+    """Every expected key stored, no extra key, every shape equal; the error names the first offender."""
+    missing = [k for k in expected if k not in stored]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ValueError(f"{source}: missing weight {missing[0]!r}{more}")
-    unexpected = [k for k in state if k not in expected]
+    unexpected = [k for k in stored if k not in expected]
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise ValueError(f"{source}: unexpected weight {unexpected[0]!r}{more} for this config")
-    for key, value in expected.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise ValueError(f"{source}: weight {key!r} has shape {list(state[key].shape)}, "
-                             f"the config expects {list(value.shape)}")
+    for key, shape in expected.items():
+        if list(stored[key]) != list(shape):
+            raise ValueError(f"{source}: weight {key!r} has shape {list(stored[key])}, the config expects {list(shape)}")
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Copy ``state`` into ``module``: every key present, no extra key, every shape equal."""
+    check_weight_shapes({k: list(v.shape) for k, v in module.state_dict().items()},
+                        {k: list(v.shape) for k, v in state.items()}, source)
     module.load_state_dict(state, strict=True)
 
 

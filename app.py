@@ -181,6 +181,10 @@ def main() -> None:
     parser.add_argument("--cpu-compile", choices=("auto", "on", "off"), default="auto",
                         help="compile the CPU model with torch.compile after warm-up, playing eager meanwhile "
                              "(~1.5x the fps; minutes the first time, then cached). auto: where a C++ compiler is")
+    parser.add_argument("--batch-sessions", type=int, default=1,
+                        help="on a CPU, make up to this many visitors' frames in one batched forward: two "
+                             "visitors on one core instead of two, each at a lower fps (default 1: off; "
+                             "docs/benchmarks.md)")
     args = parser.parse_args()
 
     kind = detect_kind()
@@ -191,7 +195,8 @@ def main() -> None:
     if not models:
         parser.error("no model to serve: the embedded model is missing from this checkout; pass --model <folder>")
     cpu_compile = args.cpu_compile == "on" or (args.cpu_compile == "auto" and cpu_compiler_available())
-    backend = create_backend(kind, segment_seconds=60.0 if kind == "zerogpu" else 3600.0, cpu_compile=cpu_compile)
+    backend = create_backend(kind, segment_seconds=60.0 if kind == "zerogpu" else 3600.0, cpu_compile=cpu_compile,
+                             batch_sessions=max(1, args.batch_sessions))
     idle = args.idle_timeout if args.idle_timeout is not None else (60.0 if kind == "zerogpu" else 300.0)
     trust = args.trust_forwarded_for if args.trust_forwarded_for is not None else bool(os.environ.get("SPACE_ID"))
     limits = Limits.for_concurrency(CONCURRENCY[kind], trust_forwarded_for=trust)

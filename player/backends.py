@@ -4,6 +4,8 @@ of machine that runs the sessions' frame loops.
 * ``Backend`` (CPU): the small embedded model, frame loop in the Gradio worker thread. It plays
   eager at once; with ``cpu_compile`` a background thread then compiles the default model
   (``WorldEngine.compile_step``, C++ from inductor) and every session switches to it mid-play.
+  With ``batch_sessions``, visitors of the default model who ask for frames at the same time get
+  them from one batched forward (``world_engine.batching``): one core instead of two.
 * ``CudaBackend``: a local GPU; warm-up builds and compiles every GPU model of the catalog (the
   inductor cache lives on disk, so a restart does not recompile) and one engine thread owns the GPU,
   because compiled kernels and CUDA graphs belong to the thread that built them.
@@ -150,9 +152,10 @@ class Backend:
     compiles = False
     warm_text = "warming up"
 
-    def __init__(self, segment_seconds: float, cpu_compile: bool = False) -> None:
+    def __init__(self, segment_seconds: float, cpu_compile: bool = False, batch_sessions: int = 1) -> None:
         self.segment_seconds = segment_seconds
         self.cpu_compile = cpu_compile
+        self.batch_sessions = batch_sessions
         self.engines = EngineCache(self.device, compile=self.compiles)
         self.worlds = ResidentWorlds(MAX_SLOTS)
         self.warmup = WarmUp()
@@ -191,9 +194,12 @@ class Backend:
             self.warmup.fast_path = f"off ({type(exc).__name__})"
 
     def _prepare(self, choices: list[ModelChoice]) -> None:
-        """Build the default engine and run a few frames (compiling on CUDA)."""
+        """Build the default engine and run a few frames; with ``batch_sessions`` > 1, its sessions
+        that ask for frames together share one forward per pass (``WorldEngine.batch_sessions``)."""
         self.warmup.update(0.05, f"loading {choices[0].label}")
         engine = self.call(self.engines.get, choices[0].uri)
+        if self.batch_sessions > 1 and hasattr(engine, "batch_sessions"):
+            engine.batch_sessions(self.batch_sessions)
         probe = engine.fork(seed=0)
         for i in range(3):
             self.warmup.update(0.3 + 0.2 * i, self.warm_text)
@@ -470,5 +476,9 @@ def _is_quota_error(exc: gr.Error) -> bool:
 BACKENDS: dict[str, type[Backend]] = {"cpu": Backend, "cuda": CudaBackend, "zerogpu": ZeroGpuBackend}
 
 
-def create_backend(kind: str, segment_seconds: float, cpu_compile: bool = False) -> Backend:
+def create_backend(kind: str, segment_seconds: float, cpu_compile: bool = False, batch_sessions: int = 1) -> Backend:
+    """The backend of ``kind``; ``batch_sessions`` (the CPU backend's default model) batches up to
+    that many visitors' frames into one forward (the GPU backends run one session at a time)."""
+    if kind == "cpu":
+        return Backend(segment_seconds, cpu_compile, batch_sessions)
     return BACKENDS[kind](segment_seconds, cpu_compile)

@@ -46,7 +46,7 @@ class RealitySnapshot:
 
     seed: int
     build_look: dict[str, Any]          # the look the map was built with (it picks the layout)
-    look: dict[str, Any]                # the newest prompt's look (a reset rebuilds with it)
+    look: dict[str, Any]                # the look of the prompt in force there (a reset rebuilds with it)
     frames: tuple[tuple["WorldState", str | None, CtrlInput | None], ...]
     frame_index: int
 
@@ -94,9 +94,7 @@ class RealityWorld:
 
     def set_prompt(self, text: str) -> None:
         """Re-skin the world as the theme (and time, fog, weather...) the prompt names."""
-        from simulator.captions import match_prompt
-
-        self._look = match_prompt(text).to_dict()
+        self._look = _look_of(text)
         self._prompt = text
         if self.world is None:
             self._built()
@@ -149,7 +147,8 @@ class RealityWorld:
             raise ValueError(f"frames_back must be a whole number from 0 to {self.rewind_limit} "
                              f"(the kept history), got {frames_back!r}")
         frames = tuple(self._kept)[:len(self._kept) - frames_back]
-        return RealitySnapshot(self.seed, dict(self._build_look), dict(self._look), frames,
+        look = self._look if frames_back == 0 else _look_of(frames[-1][1])   # the prompt in force there
+        return RealitySnapshot(self.seed, dict(self._build_look), dict(look), frames,
                                self.frame_index - frames_back)
 
     def restore(self, snapshot: Snapshot) -> None:
@@ -175,6 +174,13 @@ class RealityWorld:
     def close(self) -> None:
         self.world, self._closed = None, True
         self._kept.clear()
+
+
+def _look_of(prompt: str | None) -> dict[str, Any]:
+    """The look ``set_prompt(prompt)`` gives (none before any prompt)."""
+    from simulator.captions import match_prompt
+
+    return {} if prompt is None else match_prompt(prompt).to_dict()
 
 
 def _convention() -> ControlConvention:

@@ -66,6 +66,19 @@ def test_compile_step_changes_no_frame(playable_checkpoint, monkeypatch):
                for i, frame in enumerate(expected))
 
 
+def test_compile_step_traces_every_batch_size_the_batcher_makes(playable_checkpoint, monkeypatch):
+    """A batch of sessions is another graph: all are traced before the compiled step is published,
+    so no visitor's frame waits for a compile."""
+    engine = WorldEngine(playable_checkpoint, device="cpu", seed=0)
+    engine.batch_sessions(max_batch=3)
+    rows = []
+    real = engine.step_module.forward
+    monkeypatch.setattr(engine.step_module, "forward", lambda *a: rows.append(a[0].shape[0]) or real(*a))
+    monkeypatch.setattr(torch, "compile", RecordingCompile())
+    engine.compile_step()
+    assert rows == [1, 2, 3]
+
+
 def _cpu_backend(playable_checkpoint) -> tuple[backends.Backend, list[backends.ModelChoice]]:
     backend = backends.create_backend("cpu", segment_seconds=60, cpu_compile=True)
     return backend, [backends.ModelChoice(key="m", label="test model", uri=str(playable_checkpoint))]

@@ -188,6 +188,17 @@ def test_the_simulator_rewinds_to_the_same_frames(reality):
     assert all(np.array_equal(reality.next_frame(c), f) for c, f in zip(played[-6:], frames[-6:]))
 
 
+def test_a_simulator_rewound_past_a_prompt_change_resets_to_the_look_in_force_there(reality):
+    [reality.next_frame(c) for c in ctrls(6)]
+    reality.set_prompt("a volcanic lava temple in the rain")
+    [reality.next_frame(c) for c in ctrls(6)]
+    reality.restore(reality.snapshot(8))          # back before the lava temple
+    assert reality.snapshot().prompt == "an ice cave"
+    reality.reset()
+    reality.next_frame(None)
+    assert reality.world.state().look.theme == "ice_cave"
+
+
 def test_a_portable_simulator_snapshot_rebuilds_its_own_map_elsewhere(reality):
     [reality.next_frame(c) for c in ctrls(8)]
     carried = pickle.loads(pickle.dumps(reality.snapshot().portable()))

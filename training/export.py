@@ -23,11 +23,13 @@ from .checkpoint import load_checkpoint, unprefixed
 from .config import RUN_DIR
 
 
-def export(df_checkpoint: Path, ae_folder: Path, out: Path, sigmas: list[float] | None, use_ema: bool = True) -> None:
+def export(df_checkpoint: Path, ae_folder: Path, out: Path, sigmas: list[float] | None, use_ema: bool = True,
+           ctrl_guidance: float = 1.0) -> None:
     tensors, meta = load_checkpoint(df_checkpoint)
     values = dict(meta["world_config"], trained_on="simulator")   # the app offers it beside the simulator
     if sigmas:
         values["scheduler_sigmas"] = sigmas
+    values["ctrl_guidance"] = ctrl_guidance
     config = WorldConfig.from_dict(values)
     weights = unprefixed("ema" if use_ema else "net", tensors)
     dit = WorldDiT(config)
@@ -60,5 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=EMBEDDED_MODEL)
     parser.add_argument("--sigmas", type=float, nargs="*", default=None, help="sampling schedule, ends with 0")
     parser.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    parser.add_argument("--ctrl-guidance", type=float, default=1.0,
+                        help="classifier-free guidance on the controls while sampling (1: off)")
     args = parser.parse_args(argv)
-    export(args.df, args.ae, args.out, args.sigmas, use_ema=not args.no_ema)
+    export(args.df, args.ae, args.out, args.sigmas, use_ema=not args.no_ema, ctrl_guidance=args.ctrl_guidance)

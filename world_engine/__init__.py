@@ -9,10 +9,10 @@ app, the simulator, the training stack or the benchmarks.
 
 from .config import WorldConfig
 from .controls import VK, CtrlInput
-from .engine import WorldEngine, WorldSnapshot, load_autoencoder
+from .engine import WorldEngine, WorldSnapshot, gen_frames, load_autoencoder
 from .hub import ModelUnavailableError
 from .model.dit import WorldDiT
 from .protocol import ControlConvention, InteractiveWorld, Snapshot, WorldSource
 
-__all__ = ["WorldEngine", "WorldSnapshot", "CtrlInput", "VK", "WorldConfig", "WorldDiT", "load_autoencoder",
+__all__ = ["WorldEngine", "WorldSnapshot", "gen_frames", "CtrlInput", "VK", "WorldConfig", "WorldDiT", "load_autoencoder",
            "ModelUnavailableError", "ControlConvention", "InteractiveWorld", "Snapshot", "WorldSource"]

@@ -87,6 +87,10 @@ class WorldConfig:
     ctrl_fusion_norm: str = "rms"
     mouse_units_per_pixel: float = 1.0
     mouse_cap: float | None = None
+    # Classifier-free guidance on the controls while sampling: each session keeps a second batch
+    # row that sees the learned null control on every frame (as the control dropout trained it),
+    # and each denoising step moves along ``null + ctrl_guidance * (cond - null)``. 1.0: off.
+    ctrl_guidance: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -206,6 +210,10 @@ class WorldConfig:
             value = getattr(self, key)
             need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e6,
                  f"{key} must be a positive number, got {value!r}")
+        need(isinstance(self.ctrl_guidance, (int, float)) and not isinstance(self.ctrl_guidance, bool)
+             and 0 < self.ctrl_guidance <= 20, f"ctrl_guidance must be a number in (0, 20], got {self.ctrl_guidance!r}")
+        need(self.ctrl_guidance == 1 or self.ctrl_conditioning is not None,
+             "ctrl_guidance needs control conditioning (its null control embedding)")
         need(self.mouse_cap is None or (isinstance(self.mouse_cap, (int, float)) and 0 < self.mouse_cap < 1e6),
              f"mouse_cap must be a positive number or null, got {self.mouse_cap!r}")
         if self.prompt_conditioning is not None:

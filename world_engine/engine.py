@@ -11,6 +11,10 @@ one call of the DiT's flat inference entry (``DiTStep``: tensors in, velocity ou
 written in place), eager, ``torch.compile``'d, or replaced by an AOTInductor package on ZeroGPU. A
 ``WorldEngine`` is a ``WorldSource`` and an ``InteractiveWorld`` (``world_engine.protocol``).
 
+Batch rows: a pass may carry several rows. A session guided on its controls (``ctrl_guidance``)
+has two, the second under the learned null control; ``gen_frames`` stacks the rows of several
+sessions of one engine, each session attending to its own cache (``_pass``).
+
 History: every frame written into the cache is also kept as its clean latent (with its controls,
 prompt and the noise generator's position) in a bounded ring, ``keep_history``. ``snapshot`` is a
 point of that history; ``restore`` runs the cache pass again over the newest ``receptive_frames``
@@ -28,11 +32,12 @@ import secrets
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from .batching import SessionBatcher
 from .config import WorldConfig
 from .controls import CtrlInput, ctrl_vector, validate_ctrl
 from .hub import resolve_folder
@@ -229,6 +234,9 @@ class WorldEngine:
             mode = compile if isinstance(compile, str) else "default"
             self._install(*self._compiled_parts(mode), mode)
 
+        # Guided sessions carry a second batch row under the null control (WorldConfig.ctrl_guidance).
+        self._rows = 1 if self.config.ctrl_guidance == 1 else 2
+        self._null_control = self.model.null_control_terms() if self._rows == 2 else None
         self.model_sigmas = list(self.config.scheduler_sigmas)  # the schedule the model ships with
         self._build_schedule()
         self._model_key = f"{self.folder}:{self.config.n_layers}:{list(self.config.latent_shape)}"
@@ -279,14 +287,18 @@ class WorldEngine:
             if self._shared["step"] is not self.step_module:
                 return
             step, decoder = self._compiled_parts("default")
-            probe = self.fork(seed=0)
+            batcher = self._shared.get("batcher")
+            probes = [self.fork(seed=0) for _ in range(batcher.max_batch if batcher else 1)]
             try:
                 x = torch.zeros((1, 1, *self.config.latent_shape), device=self.device, dtype=self.dtype)
-                step(*probe.step_inputs(x, probe.frame_conditions(CtrlInput()), 0, write=False))
+                conditions = [p.frame_conditions(CtrlInput()) for p in probes]
+                for n in range(1, len(probes) + 1):   # every batch size the batcher makes: one graph each
+                    _pass(probes[:n], [x] * n, conditions[:n], 0, write=False, step_fn=step)
                 if decoder is not None:
                     decoder(x[0])
             finally:
-                probe.close()
+                for p in probes:
+                    p.close()
             self._install(step, decoder, "default")
 
     @property
@@ -364,7 +376,7 @@ class WorldEngine:
             raise RuntimeError("this session is closed")
         if self._cache is None:
             with torch.inference_mode(False):  # plain tensors: written in place by exported/compiled steps too
-                self._cache = RingKVCache(self.config, 1, self.device, self.dtype)
+                self._cache = RingKVCache(self.config, self._rows, self.device, self.dtype)
             if self.compile_mode == "reduce-overhead":  # CUDA graphs replay in place on a static cache arena
                 kv, masks, write_index = self._cache.flat()
                 for t in (*kv, *masks, *write_index):
@@ -436,14 +448,21 @@ class WorldEngine:
         upload = self._upload("ctrl", (self.config.ctrl_dim,))
         ctrl_vector(ctrl, self.config.n_buttons, out=upload.fill())
         control = self.model.control_terms(upload.send().view(1, 1, -1))
+        prompt = self._prompt_context()
+        if self._rows == 2:   # row 1: the null control, same prompt
+            control = torch.cat((control, self._null_control), dim=1)
+            prompt = prompt.expand(-1, -1, 2, -1, -1, -1).contiguous() if prompt is not None else None
         timestamps = torch.full((1, 1), self.frame_index, dtype=torch.long, device=self.device)
-        return FrameConditions(control, self._prompt_context(), self.model.rope_table(timestamps), timestamps)
+        return FrameConditions(control, prompt, self.model.rope_table(timestamps), timestamps)
 
     def step_inputs(self, x: torch.Tensor, conditions: FrameConditions, step: int | None,
                     write: bool) -> tuple:
         """The arguments of the flat entry (``DiTStep``) for one pass of the next frame: denoising
-        step ``step`` (None: the cache pass at sigma 0). Brackets the history for that pass."""
+        step ``step`` (None: the cache pass at sigma 0). Brackets the history for that pass.
+        ``x [1, 1, C, H, W]`` is the session's latent; a guided session passes it to both rows."""
         mods, out_mod = self._clean if step is None else self._steps[step][:2]
+        if self._rows > 1:
+            x = x.expand(self._rows, *x.shape[1:]).contiguous()
         cache = self._history()
         cache.begin(self.frame_index, write=write)
         kv, masks, write_index = cache.flat()
@@ -483,11 +502,20 @@ class WorldEngine:
     def denoise_step(self, x: torch.Tensor, conditions: FrameConditions, step: int) -> torch.Tensor:
         """One Euler step of the next frame: ``x`` (``[1, 1, C, H, W]``, at sigma level ``step``)
         moved to the next level. One DiT forward that reads the history and leaves it as it is."""
-        dsigma = self._steps[step][2]
-        return x + dsigma * self._step(*self.step_inputs(x, conditions, step, write=False))
+        return self._euler(x, _pass([self], [x], [conditions], step, write=False)[0], step)
+
+    def _euler(self, x: torch.Tensor, v: torch.Tensor, step: int) -> torch.Tensor:
+        """``x`` moved one level down along the pass's velocity ``v`` (its rows: conditioned, null)."""
+        if self._rows == 2:   # classifier-free guidance on the controls
+            v = torch.lerp(v[1:], v[:1], self.config.ctrl_guidance)
+        return x + self._steps[step][2] * v
 
     def _cache_pass(self, latent: torch.Tensor, conditions: FrameConditions) -> None:
-        self._step(*self.step_inputs(latent, conditions, None, write=True))
+        _pass([self], [latent], [conditions], None, write=True)
+        self._written()
+
+    def _written(self) -> None:
+        """After a cache pass: its ring slots now hold this frame, the next frame gets the next index."""
         self._history().end()
         self.frame_index += 1
 
@@ -518,23 +546,23 @@ class WorldEngine:
         """Generate the next frame: uint8 ``[H, W, 3]``, or the latent ``[C, H, W]``."""
         if return_img:
             self._require_autoencoder()
-        conditions = self.frame_conditions(ctrl)
-        if noise is None:
-            upload = self._upload("noise", (1, 1, *self.config.latent_shape))
-            self._draw_noise(upload.fill())
-            x = upload.send().to(self.dtype)
-        else:
-            x = self._check_latent(noise, "noise")
-        for step in range(self.n_steps):
-            x = self.denoise_step(x, conditions, step)
-        self._cache_pass(x, conditions)
-        self._keep(x, ctrl, drew=noise is None)
-        latent = x[0, 0]
+        x = None if noise is None else self._check_latent(noise, "noise")
+        latent = _generate([self], [ctrl], [x])[0]
         return self.autoencoder.decode(latent) if return_img else latent.clone()
 
     def next_frame(self, ctrl: CtrlInput | None = None) -> np.ndarray:
-        """``gen_frame`` as a player takes it: uint8 ``[H, W, 3]`` on the host."""
+        """``gen_frame`` as a player takes it: uint8 ``[H, W, 3]`` on the host; batched with the
+        engine's other sessions that ask at the same time once ``batch_sessions`` is on."""
+        batcher = self._shared.get("batcher")
+        if batcher is not None:
+            return batcher.next_frame(self, ctrl)
         return self.gen_frame(ctrl).cpu().numpy()
+
+    def batch_sessions(self, max_batch: int = 2, gather_s: float = 0.025) -> SessionBatcher | None:
+        """From now on, sessions of this engine (it and every fork) that call ``next_frame`` at about
+        the same time share one forward per pass (``SessionBatcher``); ``max_batch`` 1 turns it off."""
+        self._shared["batcher"] = SessionBatcher(max_batch, gather_s) if max_batch > 1 else None
+        return self._shared["batcher"]
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the history (the prompt stays); a ``seed`` restarts the noise sequence."""
@@ -613,7 +641,8 @@ class WorldEngine:
         ``restore_frames`` kept frames (each with its own controls and prompt), then take its
         frame index, prompt, kept history and noise state. With ``snapshot.exact``, frames made
         afterwards are bit-identical to those made after the snapshot was taken, noise for noise
-        (on the same kernels: a session switched from eager to compiled in between is only close).
+        (on the same kernels: a session switched from eager to compiled in between, or one whose
+        frames were made in a batch with others, ``gen_frames``, is only close).
         Costs one DiT forward per re-primed frame."""
         if self._closed:
             raise RuntimeError("this session is closed")
@@ -668,3 +697,70 @@ class WorldEngine:
             raise ValueError("this model has no autoencoder (config has no ae_uri): it works on latents only; "
                              "use append_latent() and gen_frame(return_img=False)")
         return self.autoencoder
+
+
+def _sample_noise(engine: WorldEngine) -> torch.Tensor:
+    upload = engine._upload("noise", (1, 1, *engine.config.latent_shape))
+    engine._draw_noise(upload.fill())
+    return upload.send().to(engine.dtype)
+
+
+def _pass(sessions: Sequence[WorldEngine], xs: Sequence[torch.Tensor], conditions: Sequence[FrameConditions],
+          step: int | None, write: bool, step_fn: Any = None) -> list[torch.Tensor]:
+    """One DiT forward (``step_fn``, default the engine's flat entry) of the next frame of every
+    session, their rows stacked in one batch."""
+    step_fn = sessions[0]._step if step_fn is None else step_fn
+    args = [s.step_inputs(x, c, step, write) for s, x, c in zip(sessions, xs, conditions)]
+    if len(args) == 1:
+        return [step_fn(*args[0])]
+    rows = [a[0].shape[0] for a in args]
+    prompt = None if args[0][4] is None else torch.cat([a[4] for a in args], dim=2)
+    v = step_fn(torch.cat([a[0] for a in args]), args[0][1], args[0][2],
+                          torch.cat([a[3] for a in args], dim=1), prompt,
+                          torch.cat([a[5].expand(-1, r, -1, -1) for a, r in zip(args, rows)], dim=1),
+                          tuple(a[6] for a in args), tuple(a[7] for a in args), tuple(a[8] for a in args))
+    return list(v.split(rows))
+
+
+def _generate(sessions: Sequence[WorldEngine], ctrls: Sequence[CtrlInput | None],
+              noises: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+    """The next latent ``[C, H, W]`` of every session, all stepped together: ``n_steps`` denoising
+    passes and the cache pass, each one DiT forward for the whole batch."""
+    conditions = [s.frame_conditions(c) for s, c in zip(sessions, ctrls)]
+    xs = [_sample_noise(s) if n is None else n for s, n in zip(sessions, noises)]
+    for step in range(sessions[0].n_steps):
+        vs = _pass(sessions, xs, conditions, step, write=False)
+        xs = [s._euler(x, v, step) for s, x, v in zip(sessions, xs, vs)]
+    _pass(sessions, xs, conditions, None, write=True)
+    for s, x, ctrl, noise in zip(sessions, xs, ctrls, noises):
+        s._written()
+        s._keep(x, ctrl, drew=noise is None)
+    return [x[0, 0] for x in xs]
+
+
+@torch.inference_mode()
+def gen_frames(sessions: Sequence[WorldEngine], ctrls: Sequence[CtrlInput | None],
+               return_img: bool = True) -> list[torch.Tensor]:
+    """``gen_frame`` for several sessions of one engine at once: every pass is one DiT forward over
+    all their rows (projections and MLPs batched, each session attending to its own cache), so a
+    device serves several visitors for little more than the price of one where a pass costs its
+    kernel launches. Each session makes the frames it would make alone, noise for noise."""
+    sessions, ctrls = list(sessions), list(ctrls)
+    if len(sessions) != len(ctrls) or not sessions:
+        raise ValueError(f"need one control per session, got {len(sessions)} sessions and {len(ctrls)} controls")
+    first = sessions[0]
+    if len({id(s) for s in sessions}) != len(sessions):
+        raise ValueError("a session can make only one frame per batch")
+    for s in sessions:
+        if not isinstance(s, WorldEngine) or s._shared is not first._shared:
+            raise ValueError("batched sessions must be forks of one engine")
+        if s._closed:
+            raise RuntimeError("this session is closed")
+        if s.config.scheduler_sigmas != first.config.scheduler_sigmas:
+            raise ValueError("batched sessions must share one sampling schedule")
+        if return_img:
+            s._require_autoencoder()
+    latents = _generate(sessions, ctrls, [None] * len(sessions))
+    if not return_img:
+        return [latent.clone() for latent in latents]
+    return [first.autoencoder.decode(latent) for latent in latents]

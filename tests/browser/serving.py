@@ -23,16 +23,17 @@ def load_app_module(name: str = "world_player_app"):
 
 @contextlib.contextmanager
 def served_app(warm: list[str] | None, default_key: str, fps: float, limits: Any = None,
-               module_name: str = "world_player_app") -> Iterator[tuple[Any, str]]:
+               module_name: str = "world_player_app", batch_sessions: int = 1) -> Iterator[tuple[Any, str]]:
     """The real app (CPU backend, the whole CPU catalog) with the models keyed ``warm`` warmed up
-    (None: all of them); yields ``(WorldApp, url)``."""
+    (None: all of them; the first is the one ``batch_sessions`` applies to); yields ``(WorldApp, url)``."""
     from player.backends import create_backend, model_catalog
     from player.handlers import WorldApp
 
     app_module = load_app_module(module_name)
-    backend = create_backend("cpu", segment_seconds=3600)
+    backend = create_backend("cpu", segment_seconds=3600, batch_sessions=batch_sessions)
     models = model_catalog([], "cpu")
-    backend.warm_up(models if warm is None else [m for m in models if m.key in warm])
+    backend.warm_up(models if warm is None else sorted((m for m in models if m.key in warm),
+                                                       key=lambda m: warm.index(m.key)))
     extra = {} if limits is None else {"limits": limits}
     world_app = WorldApp(backend, models, allow_custom_models=False, fps=fps, **extra)
     demo = app_module.build_demo(world_app, default_key)

@@ -282,20 +282,35 @@ class SelfAttention(nn.Module):
         return self.finish(a, y), v_first
 
     def step(self, a: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], v_first: torch.Tensor | None,
-             kv: torch.Tensor, mask: torch.Tensor, write_index: torch.Tensor,
+             kv: tuple[torch.Tensor, ...], mask: tuple[torch.Tensor, ...], write_index: tuple[torch.Tensor, ...],
              attention: str = "sdpa") -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One cached frame with the cache as tensors: ``kv [2, B, Hkv, capacity, dh]`` (keys, values),
-        ``mask [capacity]`` (True = attend) and ``write_index [T]`` (where this frame's K/V go; the
-        tail always gets them too, since this frame attends to itself there)."""
+        """One cached frame of one or more sessions, caches as tensors. Per session, in batch order:
+        ``kv [2, rows, Hkv, capacity, dh]`` (keys, values), ``mask [capacity]`` (True = attend) and
+        ``write_index [T]`` (where this frame's K/V go; the tail always gets them too, since this
+        frame attends to itself there). The projections run over all sessions' rows at once; each
+        session's rows attend to its own cache."""
         q, k, v, v_first = self.project(a, rope, v_first)
+        if len(kv) == 1:
+            y = self._attend_cached(q, k, v, kv[0], mask[0], write_index[0], attention)
+        else:
+            ys, r = [], 0
+            for kv_s, mask_s, index_s in zip(kv, mask, write_index):
+                rows = kv_s.shape[1]
+                ys.append(self._attend_cached(q[r:r + rows], k[r:r + rows], v[r:r + rows], kv_s, mask_s,
+                                              index_s, attention))
+                r += rows
+            y = torch.cat(ys)
+        return self.finish(a, y), v_first
+
+    @staticmethod
+    def _attend_cached(q, k, v, kv, mask, write_index, attention):
         keys, values = kv[0], kv[1]
         t = k.shape[2]
         keys[:, :, -t:].copy_(k)
         values[:, :, -t:].copy_(v)
         keys.index_copy_(2, write_index, k)
         values.index_copy_(2, write_index, v)
-        y = cached_attention(q, keys, values, mask, attention)
-        return self.finish(a, y), v_first
+        return cached_attention(q, keys, values, mask, attention)
 
 
 class PromptCrossAttention(nn.Module):
@@ -507,6 +522,12 @@ class WorldDiT(nn.Module):
         """``control_context`` stacked over the fusion layers: ``[F, B, N, 1, D]``."""
         return torch.stack([t for t in self.control_context(ctrl).terms if t is not None])
 
+    def null_control_terms(self) -> torch.Tensor:
+        """``control_terms`` of the learned null control (classifier-free guidance): ``[F, 1, 1, 1, D]``."""
+        u = self.ctrl_cfg.null_emb[:, :, None].to(self.unpatchify.weight.dtype)
+        return torch.stack([block.ctrl_mlpfusion.control_term(u) for block in self.blocks
+                            if block.ctrl_mlpfusion is not None])
+
     def prompt_kv(self, prompt_emb: torch.Tensor) -> torch.Tensor | None:
         """``prompt_context`` stacked over the cross-attention layers: ``[CA, 2, B, heads, S, dh]``."""
         if self.config.prompt_conditioning is None:
@@ -514,9 +535,10 @@ class WorldDiT(nn.Module):
         return torch.stack([torch.stack(kv) for kv in self.prompt_context(prompt_emb).kv if kv is not None])
 
     def rope_table(self, timestamp: torch.Tensor) -> torch.Tensor:
-        """cos and sin ``[2, T, dh/2]`` (float32) of one frame at ``timestamp [1, 1]``."""
+        """cos and sin ``[2, 1, T, dh/2]`` (float32) of one frame at ``timestamp [1, 1]``; a batch
+        of sessions stacks theirs along dim 1, one per row."""
         cos, sin = self.rope(timestamp)
-        return torch.stack((cos[0, 0], sin[0, 0]))
+        return torch.stack((cos[:, 0], sin[:, 0]))
 
     def step(self, x: torch.Tensor, mods: torch.Tensor, out_mod: torch.Tensor, ctrl_terms: torch.Tensor,
              prompt_kv: torch.Tensor | None, rope: torch.Tensor, kv: tuple[torch.Tensor, ...],
@@ -530,6 +552,9 @@ class WorldDiT(nn.Module):
         buffers ``[layers, 2, B, Hkv, capacity, dh]`` (written in place: this frame's K/V go to the
         tail and to ``write_index``), the live-slot ``mask [capacity]`` and ``write_index [T]``.
         Same math as ``forward(x, sigma, ..., cache=cache)``; returns the velocity ``[B, 1, C, H, W]``.
+        Several sessions in one batch: their rows stacked in ``x``, ``ctrl_terms``, ``prompt_kv``
+        and ``rope`` (one row each), and ``kv``/``masks``/``write_index`` a tuple of the above per
+        session (``world_engine.engine.gen_frames``).
         """
         return flat_step(self, x, mods, out_mod, ctrl_terms, prompt_kv, rope, kv, masks, write_index, attention)
 
@@ -627,12 +652,17 @@ class ControlEmbedding(nn.Module):
 
 def flat_step(net, x, mods, out_mod, ctrl_terms, prompt_kv, rope, kv, masks, write_index, attention="sdpa"):
     """The body of ``WorldDiT.step`` for anything with the DiT's ``config``, ``blocks``,
-    ``patchify`` and ``unpatchify`` (the DiT itself, or a ``DiTStep``)."""
+    ``patchify`` and ``unpatchify`` (the DiT itself, or a ``DiTStep``).
+
+    ``kv``/``masks``/``write_index`` are one session's (a tensor per cache group) or several
+    sessions' (a tuple of those per session, their rows stacked in ``x`` in the same order)."""
+    if isinstance(kv[0], torch.Tensor):
+        kv, masks, write_index = (kv,), (masks,), (write_index,)
     cfg = net.config
     b, n, c, height, width = x.shape
     h = net.patchify(x.reshape(b * n, c, height, width).to(net.patchify.weight.dtype))
     h = h.flatten(2).transpose(1, 2).reshape(b, n, cfg.tokens_per_frame, cfg.d_model)
-    cos_sin = (rope[0], rope[1])
+    cos_sin = (rope[0][:, None], rope[1][:, None])
     v_first = None
     fusion = cross = 0
     for i, (block, (group, index)) in enumerate(zip(net.blocks, layer_slots(net.config))):
@@ -642,8 +672,10 @@ def flat_step(net, x, mods, out_mod, ctrl_terms, prompt_kv, rope, kv, masks, wri
         prompt = None
         if block.prompt_cross_attn is not None:
             prompt, cross = (prompt_kv[cross, 0], prompt_kv[cross, 1]), cross + 1
-        h, v_first = block.step(h, mods[i], cos_sin, v_first, control_term, prompt, kv[group][index],
-                                masks[group], write_index[group], attention)
+        h, v_first = block.step(h, mods[i], cos_sin, v_first, control_term, prompt,
+                                tuple(session[group][index] for session in kv),
+                                tuple(session[group] for session in masks),
+                                tuple(session[group] for session in write_index), attention)
     h = F.silu(rms(h) * (1 + out_mod[0]) + out_mod[1])
     out = net.unpatchify(h)
     ph, pw = cfg.patch

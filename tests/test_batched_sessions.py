@@ -76,7 +76,7 @@ def test_gen_frames_refuses_what_it_cannot_batch(engine, one_thread):
         gen_frames([a, a], CONTROLS[:2])
     with pytest.raises(ValueError, match="one control per session"):
         gen_frames([a, b], CONTROLS[:1])
-    b.set_steps(2)
+    b.set_steps(a.n_steps + 1)
     with pytest.raises(ValueError, match="one sampling schedule"):
         gen_frames([a, b], CONTROLS[:2])
     b.close()

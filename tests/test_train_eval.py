@@ -130,7 +130,7 @@ def test_evaluation_runs_end_to_end_and_writes_every_part_of_its_report(tiny_pro
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report) >= {"fps", "open_loop", "psnr_h4", "turn_probes", "drift", "idle", "prompt", "targets",
                            "size_mb", "steps", "denoise_steps", "section_wall_s", "eval_wall_s"}
-    assert report["steps"] == 1 and report["denoise_steps"] == 1
+    assert report["steps"] == 1 and report["denoise_steps"] == 1 and report["ctrl_guidance"] == 1.0
     assert set(report["targets"]) == {
         "turn_direction>=95%", "mirrored_turn_delta_psnr_h8>=1.5dB", "psnr_h4>copy_last",
         "drift_sharpness>=0.5_moving_no_collapse", "prompt_theme>=0.9_of_simulator", "fps_median>=20_1thread",

@@ -711,7 +711,8 @@ def evaluate(model: Path | None, out: Path, s: Settings | None = None) -> dict:
           f"{sum(est.values()) / 60:.1f} min", flush=True)
     report: dict[str, Any] = {"model": str(model or "embedded"), "model_folder": str(engine.folder),
                               "size_mb": folder_bytes(engine.folder) / MB, "steps": s.steps,
-                              "denoise_steps": engine.n_steps, "threads": torch.get_num_threads(),
+                              "denoise_steps": engine.n_steps, "ctrl_guidance": engine.config.ctrl_guidance,
+                              "threads": torch.get_num_threads(),
                               "settings": dataclasses.asdict(s)}
     report["fps"] = timed("fps", est["fps"], walls, lambda: measure_fps_one_thread(model, s.fps_frames, s.steps))
     if s.compiled_fps:
@@ -740,7 +741,8 @@ def summary(r: dict) -> str:
     ol, tp, d, i, p = r["open_loop"], r["turn_probes"], r["drift"], r["idle"], r["prompt"]
     curve = lambda name: "/".join(f"{ol['psnr'][name][h]:.2f}" for h in (0, 3, 7))  # noqa: E731
     lines = [
-        f"model {r['model']} ({r['size_mb']:.1f} MB, {r['denoise_steps']} denoise steps); "
+        f"model {r['model']} ({r['size_mb']:.1f} MB, {r['denoise_steps']} denoise steps, "
+        f"control guidance {r.get('ctrl_guidance', 1.0):g}); "
         f"fps median {r['fps']['fps_median']:.1f} on 1 thread"
         + (f" (compiled: {r['fps_compiled']['fps_median']:.1f})" if "fps_compiled" in r else ""),
         f"open loop PSNR@1/4/8 (pooled, {ol['episodes']} episodes): model {curve('model')}, "

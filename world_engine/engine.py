@@ -350,6 +350,7 @@ class WorldEngine:
         self.generator.manual_seed(seed if seed is not None else secrets.randbits(63))
         self.prompt: str | None = None
         self._prompt_ctx: torch.Tensor | None = None
+        self._rows_prompt: tuple[torch.Tensor, torch.Tensor] | None = None   # (prompt K/V, one copy per row)
         self._forget_history()
 
     def _forget_history(self) -> None:
@@ -448,12 +449,20 @@ class WorldEngine:
         upload = self._upload("ctrl", (self.config.ctrl_dim,))
         ctrl_vector(ctrl, self.config.n_buttons, out=upload.fill())
         control = self.model.control_terms(upload.send().view(1, 1, -1))
-        prompt = self._prompt_context()
+        prompt = self._prompt_rows(self._prompt_context())
         if self._rows == 2:   # row 1: the null control, same prompt
             control = torch.cat((control, self._null_control), dim=1)
-            prompt = prompt.expand(-1, -1, 2, -1, -1, -1).contiguous() if prompt is not None else None
         timestamps = torch.full((1, 1), self.frame_index, dtype=torch.long, device=self.device)
         return FrameConditions(control, prompt, self.model.rope_table(timestamps), timestamps)
+
+    def _prompt_rows(self, prompt: torch.Tensor | None) -> torch.Tensor | None:
+        """The prompt's keys and values for every row of this session, copied once per prompt
+        (not per frame: for Waypoint's 512 UMT5 tokens the copy is tens of MB)."""
+        if prompt is None or self._rows == 1:
+            return prompt
+        if self._rows_prompt is None or self._rows_prompt[0] is not prompt:
+            self._rows_prompt = (prompt, prompt.expand(-1, -1, self._rows, -1, -1, -1).contiguous())
+        return self._rows_prompt[1]
 
     def step_inputs(self, x: torch.Tensor, conditions: FrameConditions, step: int | None,
                     write: bool) -> tuple:

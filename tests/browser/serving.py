@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,3 +44,24 @@ def served_app(warm: list[str] | None, default_key: str, fps: float, limits: Any
         yield world_app, url
     finally:
         demo.close()
+
+
+def visit(browser, url: str, address: str):
+    """A visitor of its own: a new browser context whose requests come from ``address``
+    (``X-Forwarded-For``, trusted by the app under test); ``(context, page)`` once the player is up."""
+    context = browser.new_context(viewport={"width": 1100, "height": 800},
+                                  extra_http_headers={"X-Forwarded-For": address})
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function("!!window.__wm", timeout=60_000)
+    return context, page
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> float:
+    """Poll ``predicate`` every 50 ms until it holds; the seconds it took (AssertionError after ``timeout``)."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from player.guard import Limits
-from tests.browser.serving import CHROMIUM, served_app
+from tests.browser.serving import CHROMIUM, served_app, visit
 
 pytestmark = [
     pytest.mark.browser,
@@ -26,15 +26,6 @@ def served(tmp_path_factory):
         with served_app(["embedded"], "embedded", FPS, Limits(trust_forwarded_for=True),
                         module_name="world_player_app_batch", batch_sessions=2) as served:
             yield served
-
-
-def visit(browser, url: str, address: str):
-    context = browser.new_context(viewport={"width": 1100, "height": 800},
-                                  extra_http_headers={"X-Forwarded-For": address})
-    page = context.new_page()
-    page.goto(url)
-    page.wait_for_function("!!window.__wm", timeout=60_000)
-    return context, page
 
 
 def test_two_visitors_share_one_batched_forward_and_keep_their_own_worlds(served, browser):

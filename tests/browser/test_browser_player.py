@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.delay_proxy import DelayProxy
-from tests.browser.serving import CHROMIUM, served_app
+from tests.browser.serving import CHROMIUM, served_app, wait_for
 from world_engine import VK
 
 pytestmark = [
@@ -48,14 +48,6 @@ def recorded_buttons(session, since: int) -> list[tuple[int, ...]]:
 
 def canvas_hash(page) -> str:
     return hashlib.sha1(page.evaluate("document.querySelector('.wm-canvas').toDataURL()").encode()).hexdigest()
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("network", ["localhost", "delay-50ms"])

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from player.guard import Limits
-from tests.browser.serving import CHROMIUM, served_app
+from tests.browser.serving import CHROMIUM, served_app, visit, wait_for
 
 pytestmark = [
     pytest.mark.browser,
@@ -31,24 +31,6 @@ def served(tmp_path_factory):
         mp.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
         with served_app(["reality"], "reality", 10.0, LIMITS, module_name="world_player_app_brel") as served:
             yield served
-
-
-def visit(browser, url: str, address: str):
-    context = browser.new_context(viewport={"width": 1100, "height": 800},
-                                  extra_http_headers={"X-Forwarded-For": address})
-    page = context.new_page()
-    page.goto(url)
-    page.wait_for_function("!!window.__wm", timeout=60_000)
-    return context, page
-
-
-def wait_for(predicate, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def session_of(world_app, address: str):

@@ -15,8 +15,8 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.browser.serving import CHROMIUM, served_app
-from tests.browser.test_browser_player import canvas_hash, newest_session, wait_for, wm
+from tests.browser.serving import CHROMIUM, served_app, wait_for
+from tests.browser.test_browser_player import canvas_hash, newest_session, wm
 
 pytestmark = [
     pytest.mark.browser,
@@ -46,6 +46,14 @@ def start(page, world_app, frames: int = 5):
     page.get_by_role("button", name="\u25b6 Start").click()
     page.wait_for_function(f"window.__wm.drawn >= {frames}", timeout=120_000)
     return newest_session(world_app)
+
+
+def start_paused(page, world_app, frames: int):
+    """``start``, then Pause once the world has stopped making frames."""
+    session = start(page, world_app, frames)
+    page.get_by_role("button", name="\u275a\u275a Pause").click()
+    wait_for(lambda: not session.running, 30, "the pause")
+    return session
 
 
 def test_rewind_button_backspace_and_timeline_take_the_world_back(page, served):
@@ -114,9 +122,7 @@ def test_split_view_shows_the_dream_beside_reality_with_a_psnr_and_resyncs(page,
 
 def test_the_recording_downloads_as_an_h264_mp4(page, served):
     world_app, url = served
-    session = start(page, world_app, frames=8)
-    page.get_by_role("button", name="\u275a\u275a Pause").click()
-    wait_for(lambda: not session.running, 30, "the pause")
+    session = start_paused(page, world_app, frames=8)
     page.get_by_text("Record", exact=True).click()
     t0 = time.monotonic()
     page.get_by_role("button", name="\u2b07 Download recording").click()
@@ -137,9 +143,7 @@ def test_the_recording_downloads_as_an_h264_mp4(page, served):
 
 def test_the_canvas_upscales_smoothly_or_as_pixels(page, served):
     world_app, _ = served
-    session = start(page, world_app, frames=3)
-    page.get_by_role("button", name="\u275a\u275a Pause").click()
-    wait_for(lambda: not session.running, 30, "the pause")
+    session = start_paused(page, world_app, frames=3)
     time.sleep(0.5)
     toggle = page.locator(".wm-smooth")
     assert wm(page, "smooth") and toggle.inner_text() == "Smooth"

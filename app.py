@@ -10,16 +10,37 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ctypes
 import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas, as ``MALLOC_ARENA_MAX=2`` would (unless the operator set it).
+
+    glibc gives threads that allocate at once arenas of their own, up to 8 per core; a Gradio server
+    runs dozens of short-lived worker threads, whose freed memory then stays scattered over those
+    arenas instead of returning (the soak in docs/reliability.md measures it). Call it before threads
+    start; whether it took effect."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas) == 1
+    except (OSError, AttributeError):   # not glibc (musl, ...): nothing to cap
+        return False
+
+
+M_ARENA_MAX = -8   # glibc's malloc.h
+limit_malloc_arenas()
 
 import gradio as gr  # noqa: E402
 
@@ -46,9 +67,10 @@ CLEAR_STARTING = "() => { window.__wmShow && window.__wmShow('Press Start to ent
 QUEUE_SIZE = 20
 STATUS_UPDATE_S = 1.0     # queue positions are re-sent every second, so they move when someone ahead leaves
 CONCURRENCY = {"cpu": 2, "cuda": 1, "zerogpu": 4}   # worlds streaming at once; the rest wait in the queue
-# Uploads over 20 MB are refused by Gradio; per-session state is kept for at most 1 000 sessions
-# (Gradio's default, 10 000, lets made-up session hashes pile up state until the LRU evicts it).
-LAUNCH = dict(css=CSS, theme=THEME, max_file_size="20mb", state_session_capacity=1000)
+# Uploads over 20 MB are refused by Gradio. Gradio keeps every page's state (a copy of this UI's
+# config, ~67 KB) until its LRU of state_session_capacity evicts it, closed pages included; only live
+# pages get one (player.guard), so 256 bounds it at ~17 MB and still outlasts any open page in use.
+LAUNCH = dict(css=CSS, theme=THEME, max_file_size="20mb", state_session_capacity=256)
 HELP = """**Keyboard** W A S D move · Shift sprint · Space jump · Ctrl/C crouch · E use · arrows look ·
 Backspace rewinds 3 s · **Mouse** click the world, then move to look (Esc releases) · **Touch** left
 stick moves, drag on the right looks · **Gamepad** sticks + A/B/X/LB · **Timeline** under the view: drag
@@ -182,9 +204,9 @@ def main() -> None:
                         help="compile the CPU model with torch.compile after warm-up, playing eager meanwhile "
                              "(~1.5x the fps; minutes the first time, then cached). auto: where a C++ compiler is")
     parser.add_argument("--batch-sessions", type=int, default=1,
-                        help="on a CPU, make up to this many visitors' frames in one batched forward: two "
-                             "visitors on one core instead of two, each at a lower fps (default 1: off; "
-                             "docs/benchmarks.md)")
+                        help="make up to this many visitors' frames of one model in one batched forward: on a "
+                             "CPU two visitors on one core instead of two, each at a lower fps; on a local GPU "
+                             "several visitors for little more than one (default 1: off; docs/benchmarks.md)")
     args = parser.parse_args()
 
     kind = detect_kind()

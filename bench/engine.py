@@ -6,7 +6,8 @@
 
 Everything timed goes through the engine's own path: the flat DiT step as the engine runs it
 (``torch.compile``'d on CUDA unless ``--compile off``), ``gen_frame``, the autoencoder decode and
-``next_frame`` (frame on the host). Random weights need no download; the released config is
+``next_frame`` (frame on the host), and frames streamed with their JPEG encode, serial vs
+overlapped as the player runs them (``streamed``). Random weights need no download; the released config is
 ``WAYPOINT_1_SMALL`` below (``waypoint-format.md`` §5.1). Prints a table and writes JSON
 (``--json``, default ``bench-<model>.json`` in ``--out``, a temp folder).
 
@@ -17,6 +18,7 @@ Everything timed goes through the engine's own path: the flat DiT step as the en
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import re
@@ -24,9 +26,12 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+import numpy as np
 import torch
+from PIL import Image
 
 from world_engine.config import WorldConfig
 from world_engine.controls import VK, CtrlInput
@@ -108,6 +113,40 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> list[flo
         sync(device)
         times.append((time.perf_counter() - start) * 1000)
     return times
+
+
+def encode_jpeg(img: np.ndarray) -> bytes:
+    """The player's encode of a frame of Waypoint's size (q80, 4:2:0 chroma: ``player.stream``)."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=80, subsampling=2)
+    return buf.getvalue()
+
+
+def streamed_fps(engine: WorldEngine, walk: CtrlInput, steps: int, frames: int, device: torch.device
+                 ) -> dict[str, float]:
+    """Frames the player could stream per second, JPEG included: one after another (frame, wait for
+    its pixels, encode), and as ``player.stream`` overlaps them on a GPU (frame ``n``'s download and
+    encode on a helper thread while frame ``n + 1`` runs)."""
+    engine.set_steps(steps)
+    encode_jpeg(engine.next_frame(walk))
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(frames):
+        encode_jpeg(engine.next_frame(walk))
+    serial = (time.perf_counter() - start) / frames
+    with ThreadPoolExecutor(1) as pool:
+        held = None
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(frames):
+            pending = engine.next_frame_async(walk)
+            queued = pool.submit(lambda p=pending: encode_jpeg(p.result()))
+            if held is not None:
+                held.result()
+            held = queued
+        held.result()
+        overlapped = (time.perf_counter() - start) / frames
+    return {"serial_fps": round(1 / serial, 1), "overlapped_fps": round(1 / overlapped, 1)}
 
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
@@ -240,6 +279,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             e2e = timed(lambda: engine.next_frame(walk), device, args.repeats)
             end_to_end[steps] = {"ms": round(statistics.median(e2e), 3), "fps": round(1000 / statistics.median(e2e), 1)}
         result["end_to_end"] = end_to_end
+        result["streamed"] = {steps: streamed_fps(engine, walk, steps if steps != released_steps else 0,
+                                                  args.repeats, device) for steps in args.steps}
     engine.set_steps(0)
     if device.type == "cuda":
         result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)

@@ -7,7 +7,8 @@
 #    package of the flat step (the ZeroGPU path), no host sync per frame, one copy of the weights;
 # 2. Waypoint-1-Small (random weights, released-width autoencoder), compiled, 4 and 2 steps, cold
 #    inductor cache, with TORCH_LOGS=recompiles,graph_breaks: pass/frame ms, fps, decode,
-#    end-to-end fps, attention kernels seen by the profiler, fraction of the FLOP floor, peak memory;
+#    end-to-end fps, streamed fps with the JPEG encode (serial vs overlapped with the next frame),
+#    attention kernels seen by the profiler, fraction of the FLOP floor, peak memory;
 # 3. the same again with the cache now warm (a restart): compile time cold vs warm;
 # 4. the same eager (no compile), fewer repeats;
 # 5. summary.txt / summary.json side by side.
@@ -52,7 +53,7 @@ import json, pathlib, re, sys
 out = pathlib.Path(sys.argv[1])
 runs = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("bench_*.json"))}
 keys = ["compiled", "attention", "attention_kernels", "load_s", "first_frame_s", "forward_ms", "forward_floor_ms",
-        "fraction_of_peak", "per_steps", "decode_ms", "decode_gflop", "end_to_end", "peak_memory_gb", "matmul_peak_tflops"]
+        "fraction_of_peak", "per_steps", "decode_ms", "decode_gflop", "end_to_end", "streamed", "peak_memory_gb", "matmul_peak_tflops"]
 for name, r in runs.items():
     print(f"## {name}")
     for k in keys:

@@ -33,7 +33,6 @@ import threading
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +40,12 @@ import gradio as gr
 import spaces
 import torch
 
+from player.engine_thread import EngineThread
 from player.reality import BESIDE_REALITY, REALITY, Reality, beside_reality, learned_from_simulator
 from player.sessions import BOARD, MAX_SLOTS
 from player.stream import EncodedFrame, Notice, ResidentWorlds, SegmentArgs, WorldRecipe, run_segment
 from world_engine.controls import CtrlInput
+from world_engine.engine import gen_frames
 from world_engine.protocol import InteractiveWorld, WorldSource
 
 WAYPOINT_SMALL = "Overworld/Waypoint-1-Small"
@@ -280,7 +281,13 @@ def _gpu_choices(choices: list[ModelChoice]) -> list[ModelChoice]:
 
 
 class CudaBackend(Backend):
-    """A local GPU, owned by one engine thread; warm-up compiles every GPU model of the catalog.
+    """A local GPU, owned by one engine thread (``player.engine_thread``); warm-up compiles every GPU
+    model of the catalog.
+
+    Sessions' frame loops run on their own (Gradio worker) threads and send only the engine calls
+    to the engine thread, so one session waiting for its page never holds the GPU from the others.
+    With ``batch_sessions`` > 1 the sessions of one model that ask together share one forward,
+    made on the engine thread; warm-up compiles each batch size up to it.
 
     The inductor/Triton caches live on disk (``TORCHINDUCTOR_CACHE_DIR``), and after warm-up the
     compile artefacts are saved with ``torch.compiler.save_cache_artifacts`` and loaded back at the
@@ -293,14 +300,22 @@ class CudaBackend(Backend):
     warm_text = "compiling"
     warm_frames = 3
 
-    def __init__(self, segment_seconds: float, cpu_compile: bool = False) -> None:
+    def __init__(self, segment_seconds: float, cpu_compile: bool = False, batch_sessions: int = 1) -> None:
         self.compile_cache = CompileCache()
         self.mega_cache = self.compile_cache.path
-        super().__init__(segment_seconds, cpu_compile)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
+        super().__init__(segment_seconds, cpu_compile, batch_sessions)
+        self.engine_thread = EngineThread()
 
     def call(self, fn: Callable, *args):
-        return self._thread.submit(fn, *args).result()
+        return self.engine_thread.call(fn, *args)
+
+    def open_world(self, uri: str | None, recipe: WorldRecipe) -> InteractiveWorld:
+        world = self.engine_thread.world(self.call(self.engines.get(uri).fork, recipe.seed))
+        return beside_reality(world, recipe.seed) if recipe.split else world
+
+    def segments(self, args: SegmentArgs, uri: str | None) -> Iterator[EncodedFrame | Notice]:
+        """The frame loop on the caller's thread; its world's calls go to the engine thread."""
+        yield from run_segment(args, BOARD, self.worlds, functools.partial(self.open_world, uri))
 
     def _prepare(self, choices: list[ModelChoice]) -> None:
         """Build every GPU model, load its prompt encoder and run a few frames (compiling it), with
@@ -317,11 +332,16 @@ class CudaBackend(Backend):
                 if hasattr(engine, "load_prompt_encoder"):
                     self.warmup.update(base + 0.2 * span, f"loading the prompt encoder of {part}")
                     self.call(engine.load_prompt_encoder)
-                probe = engine.fork(seed=0)
+                probes = [self.call(engine.fork, 0) for _ in range(max(1, self.batch_sessions))]
                 for f in range(self.warm_frames):
                     self.warmup.update(base + (0.3 + 0.7 * f / self.warm_frames) * span, f"{self.warm_text} {part}")
-                    self.call(probe.next_frame, CtrlInput())
-                probe.close()
+                    self.call(probes[0].next_frame, CtrlInput())
+                    for size in range(2, len(probes) + 1):    # every batch size compiles now, not mid-play
+                        self.call(gen_frames, probes[:size], [CtrlInput()] * size)
+                for probe in probes:
+                    self.call(probe.close)
+                if self.batch_sessions > 1 and hasattr(engine, "batch_sessions"):
+                    engine.batch_sessions(self.batch_sessions, run_on=self.call)
             except Exception as exc:  # the other models stay playable
                 traceback.print_exc()
                 failed.append(f"{choice.label}: {type(exc).__name__}: {exc}")
@@ -477,8 +497,9 @@ BACKENDS: dict[str, type[Backend]] = {"cpu": Backend, "cuda": CudaBackend, "zero
 
 
 def create_backend(kind: str, segment_seconds: float, cpu_compile: bool = False, batch_sessions: int = 1) -> Backend:
-    """The backend of ``kind``; ``batch_sessions`` (the CPU backend's default model) batches up to
-    that many visitors' frames into one forward (the GPU backends run one session at a time)."""
-    if kind == "cpu":
-        return Backend(segment_seconds, cpu_compile, batch_sessions)
+    """The backend of ``kind``; ``batch_sessions`` batches up to that many visitors' frames into one
+    forward (the CPU backend's default model, every model of a local GPU; on ZeroGPU each session
+    plays in its own worker process, so there is nothing to batch)."""
+    if kind in ("cpu", "cuda"):
+        return BACKENDS[kind](segment_seconds, cpu_compile, batch_sessions)
     return BACKENDS[kind](segment_seconds, cpu_compile)

@@ -16,6 +16,10 @@ The gate (``GateMiddleware``, a plain ASGI middleware) also
   must have),
 * refuses queue joins from a session that is not a live page of the same client, and from a client
   that already has ``queued_per_client`` requests waiting in line,
+* refuses queue-less calls (``/run/``, ``/api/``, ``/component_server``) that name a session which is
+  not a live page of the same client (after ``page_grace_s``, the time a fresh page's first call may
+  race its heartbeat): Gradio would otherwise keep a copy of the whole UI's config for every made-up
+  hash (``state_session_capacity`` of them, evicting real visitors' state to make room),
 * tells the app when the queue grew (``on_queue_join``), so plays in progress shorten to the
   busy allowance.
 
@@ -59,6 +63,7 @@ class Limits:
     upload_bytes_per_window: int = 200 << 20   # uploads per client ...
     upload_window_s: float = 3600.0      # ... in this sliding window (as long as Gradio keeps an upload)
     download_interval_s: float = 15.0    # between two recording downloads of a session
+    page_grace_s: float = 2.0            # a page's first calls may race its heartbeat by this long
 
     @classmethod
     def for_concurrency(cls, concurrency: int, **changes: Any) -> "Limits":
@@ -129,6 +134,15 @@ class LivePages:
     def is_live(self, key: str | None, client: str) -> bool:
         return self.client_of(key) == client
 
+    async def wait_live(self, key: str, client: str, timeout: float) -> bool:
+        """Whether ``key`` is (or within ``timeout`` becomes) a live page of ``client``."""
+        deadline = time.monotonic() + timeout
+        while not self.is_live(key, client):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     def count(self, client: str) -> int:
         with self._lock:
             return sum(1 for c, _ in self._pages.values() if c == client)
@@ -172,6 +186,8 @@ class UploadBudget:
 
 _HEARTBEAT = re.compile(r"/gradio_api/heartbeat/([^/]+)/?$")
 _JOINS = ("/gradio_api/queue/join", "/gradio_api/call/")
+_STATEFUL = ("/gradio_api/run/", "/gradio_api/api/", "/gradio_api/component_server")  # queue-less, session state
+NOT_CONNECTED = "This page is not connected to the demo any more; reload the page to play."
 _UPLOAD = "/gradio_api/upload"
 
 
@@ -199,11 +215,27 @@ class Gate:
             except (ValueError, AttributeError):
                 return "That request is not valid JSON."
             if not self.pages.is_live(key, client):
-                return "This page is not connected to the demo any more; reload the page to play."
+                return NOT_CONNECTED
         waiting = sum(1 for c in self.waiting_clients() if c == client)
         if waiting >= self.limits.queued_per_client:
             return (f"You already have {waiting} requests waiting in line; wait for them (or close the other "
                     f"tabs) before starting another.")
+        return None
+
+    async def stateful_refusal(self, body: bytes, client: str) -> str | None:
+        """Why a queue-less call is refused (its session is no live page of this client), or None.
+        A call naming no session gets no session state from Gradio, so it passes (and the app's
+        handlers find no world for it)."""
+        if not self.limits.require_live_page:
+            return None
+        try:
+            key = json.loads(body or b"{}").get("session_hash")
+        except (ValueError, AttributeError):
+            return "That request is not valid JSON."
+        if key is None:
+            return None
+        if not isinstance(key, str) or not await self.pages.wait_live(key, client, self.limits.page_grace_s):
+            return NOT_CONNECTED
         return None
 
 
@@ -259,6 +291,11 @@ class GateMiddleware:
         except _TooLarge:
             await _respond(send, 413, f"Request too large (at most {limits.max_body_bytes // 1024} KiB).")
             return
+        if path.startswith(_STATEFUL):
+            reason = await gate.stateful_refusal(body, client)
+            if reason is not None:
+                await _respond(send, 429, reason)
+                return
         joins = any(path.startswith(p) for p in _JOINS)
         if joins:
             reason = gate.join_refusal(body, client, path)

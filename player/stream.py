@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from player.controls import ControlMapper
 from player.sessions import ControlBoard, SlotSnapshot
 from world_engine.controls import CtrlInput
 from world_engine.protocol import InteractiveWorld, Snapshot
+from world_engine.transfer import PendingFrame
 
 CtrlTuple = tuple[tuple[int, ...], float, float]   # (buttons, dx, dy): picklable, JSON-able
 PAGE_TIMEOUT_S = 30.0     # a page silent this long (no control message) has gone
@@ -239,6 +241,10 @@ class _Pacer:
         """The loop waited on the page: the next frame is due now, not at its old time."""
         self.next_t = time.monotonic()
 
+    def due(self) -> bool:
+        """Whether the next frame is due now."""
+        return time.monotonic() >= self.next_t
+
     def sleep_until_due(self) -> bool:
         """Sleep until the next frame is due; whether it slept."""
         delay = self.next_t - time.monotonic()
@@ -410,10 +416,19 @@ def _controls(args: SegmentArgs, mapper: ControlMapper, snap: SlotSnapshot, i: i
     return mapper.frame(snap.state), snap.state.keys
 
 
+@dataclass(frozen=True)
+class _MadeFrame:
+    """A frame made but not yet on the host and encoded (``_encode`` finishes it)."""
+
+    pending: PendingFrame
+    started: float                # perf_counter when its generation began
+    fields: dict[str, Any]        # the EncodedFrame's other fields
+
+
 def _make_frame(args: SegmentArgs, board: ControlBoard, resident: ResidentWorld, mapper: ControlMapper,
-                snap: SlotSnapshot, i: int, n: int) -> tuple[EncodedFrame | None, list[Notice | Rewound]]:
-    """Answer rewind and re-sync requests, apply the settings, generate frame ``i`` (page number
-    ``n``) and encode it; None once closed."""
+                snap: SlotSnapshot, i: int, n: int) -> tuple[_MadeFrame | None, list[Notice | Rewound]]:
+    """Answer rewind and re-sync requests, apply the settings and make frame ``i`` (page number
+    ``n``); None once closed. A world on a GPU hands back the frame on its way to the host."""
     with resident.lock:
         if resident.closed:
             return None, []
@@ -426,16 +441,59 @@ def _make_frame(args: SegmentArgs, board: ControlBoard, resident: ResidentWorld,
         notices += _apply_settings(args, board, resident, snap, i)
         resynced, resident.resynced = resident.resynced, False
         ctrl, keys = _controls(args, mapper, snap, i)
-        t0 = time.perf_counter()
-        img = resident.world.next_frame(ctrl)
-        gen_ms = (time.perf_counter() - t0) * 1000
+        started = time.perf_counter()
+        world = resident.world
+        make_async = getattr(world, "next_frame_async", None)
+        pending = make_async(ctrl) if make_async is not None else PendingFrame(world.next_frame(ctrl))
         resident.frames_done += 1
-        back, psnr = min(resident.world.rewind_limit, resident.frames_done), getattr(resident.world, "psnr", None)
-    frame = EncodedFrame(n=n, seq=snap.state.seq, jpeg=encode_jpeg(img, args.jpeg_quality), width=img.shape[1],
-                         height=img.shape[0], ctrl=from_ctrl(ctrl), keys=keys, gen_ms=gen_ms,
-                         prompt=resident.prompt, steps=resident.steps, scripted=i < len(args.script),
-                         back=back, psnr=psnr, resynced=resynced)
-    return frame, notices
+        back, psnr = min(world.rewind_limit, resident.frames_done), getattr(world, "psnr", None)
+    return _MadeFrame(pending, started, dict(
+        n=n, seq=snap.state.seq, ctrl=from_ctrl(ctrl), keys=keys, prompt=resident.prompt, steps=resident.steps,
+        scripted=i < len(args.script), back=back, psnr=psnr, resynced=resynced)), notices
+
+
+def _encode(made: _MadeFrame, quality: int | None) -> EncodedFrame:
+    """Wait for the frame's pixels on the host and JPEG-encode them."""
+    img = made.pending.result()
+    gen_ms = (time.perf_counter() - made.started) * 1000
+    return EncodedFrame(jpeg=encode_jpeg(img, quality), width=img.shape[1], height=img.shape[0], gen_ms=gen_ms,
+                        **made.fields)
+
+
+_FLUSH = object()   # from the frame loop to ``_in_order``: send what is encoded before waiting
+
+
+def _in_order(items: Iterator[Any], quality: int | None) -> Iterator[EncodedFrame | Notice | Rewound]:
+    """Encode the loop's frames and keep everything in order. A frame still on the device is
+    encoded on a helper thread while the loop makes the next one (its download and JPEG encode
+    overlap the next frame's kernels) and goes out right after that frame is queued, or as soon as
+    the loop has time to spare; a frame already on the host is encoded and sent at once."""
+    held: Future | None = None
+    pool: ThreadPoolExecutor | None = None
+    try:
+        for item in items:
+            if isinstance(item, _MadeFrame) and item.pending.asynchronous:
+                pool = pool or ThreadPoolExecutor(1, thread_name_prefix="frame-encode")
+                queued = pool.submit(_encode, item, quality)
+                if held is not None:
+                    yield held.result()
+                held = queued
+                continue
+            if held is not None:
+                yield held.result()
+                held = None
+            if isinstance(item, _MadeFrame):
+                yield _encode(item, quality)
+            elif item is not _FLUSH:
+                yield item
+        if held is not None:
+            yield held.result()
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_segment(
@@ -465,10 +523,19 @@ def run_segment(
 def _frames(args: SegmentArgs, board: ControlBoard, resident: ResidentWorld
             ) -> Iterator[EncodedFrame | Notice | Rewound]:
     """The segment's frames, each made at its time once the page has caught up."""
+    return _in_order(_make_frames(args, board, resident), args.jpeg_quality)
+
+
+def _make_frames(args: SegmentArgs, board: ControlBoard, resident: ResidentWorld
+                 ) -> Iterator[_MadeFrame | Notice | Rewound | object]:
+    """The frame loop proper; ``_FLUSH`` before it waits with time to spare (a page that is behind
+    while the next frame is already due waits with at most one frame still being encoded)."""
     mapper = ControlMapper(resident.world.convention)
     pacer = _Pacer(args.fps, args.max_seconds)
     for i, n in zip(itertools.count(), itertools.count(args.first_n)):
         # 1. Wait for the page to catch up, then for the frame's time; read the freshest controls.
+        if not pacer.due():
+            yield _FLUSH
         snap = _wait_for_page(args, board, pacer, n)
         if isinstance(snap, Notice):
             yield snap

@@ -3,6 +3,7 @@ superseding, re-priming), with a stand-in world so these run in milliseconds."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import multiprocessing as mp
 import sys
@@ -551,6 +552,62 @@ def test_a_world_pushed_out_of_the_cache_is_closed():
     worlds.put("a", ResidentWorld(first, 1, 0, -1, "", 0, 0))
     worlds.put("b", ResidentWorld(second, 2, 0, -1, "", 0, 0))
     assert first.closed and not second.closed and "b" in worlds and "a" not in worlds
+
+
+class PendingOnDevice:
+    """A frame still "on the device": its pixels come when the loop's helper thread asks."""
+
+    asynchronous = True
+
+    def __init__(self, img: np.ndarray) -> None:
+        self.img = img
+
+    def result(self) -> np.ndarray:
+        return self.img
+
+
+class DeviceStandInWorld(StandInWorld):
+    """A stand-in world on a GPU: ``next_frame_async`` hands back frames still being downloaded."""
+
+    def next_frame_async(self, ctrl=None) -> PendingOnDevice:
+        return PendingOnDevice(StandInWorld.next_frame(self, ctrl))
+
+
+def _frame_value(frame: EncodedFrame) -> int:
+    return int(np.asarray(Image.open(io.BytesIO(frame.jpeg)))[0, 0, 0])
+
+
+def test_a_frame_on_the_device_is_encoded_while_the_next_one_is_made_and_sent_right_after():
+    board = ControlBoard(1)
+    args = dataclasses.replace(_setup(board)[2], fps=1e6)     # every frame is due at once
+    world = DeviceStandInWorld()
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: world)
+    made_when_sent = []
+    frames = []
+    for _ in range(5):
+        frames.append(next(gen))
+        made_when_sent.append(len(world.ctrls))
+    board.stop_run(0)
+    list(gen)
+    # frame k goes out once frame k + 1 is queued: its download and encode overlapped that frame
+    assert made_when_sent == [2, 3, 4, 5, 6]
+    assert [f.n for f in frames] == [0, 1, 2, 3, 4]
+    assert [_frame_value(f) for f in frames] == [1, 2, 3, 4, 5]   # each frame's own pixels
+    host_board = ControlBoard(1)
+    same = run_segment(_setup(host_board)[2], host_board, ResidentWorlds(4), lambda recipe: StandInWorld())
+    assert frames[0].jpeg == next(same).jpeg    # encoded as a frame on the host is
+
+
+def test_a_frame_on_the_device_is_not_held_back_while_the_loop_waits_for_the_next_frame_time():
+    board = ControlBoard(1)
+    args = dataclasses.replace(_setup(board)[2], fps=4.0)     # 250 ms between frames
+    world = DeviceStandInWorld()
+    gen = run_segment(args, board, ResidentWorlds(4), lambda recipe: world)
+    start = time.monotonic()
+    first = next(gen)
+    assert isinstance(first, EncodedFrame) and len(world.ctrls) == 1 and time.monotonic() - start < 0.2
+    board.stop_run(0)
+    list(gen)
 
 
 def test_large_frames_stream_with_subsampled_chroma_and_small_ones_keep_it():

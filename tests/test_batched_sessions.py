@@ -143,3 +143,35 @@ def test_a_lone_visitor_is_not_held_up_by_one_who_left(one_thread):
     for _ in range(3):
         a.next_frame(CONTROLS[0])
     assert time.perf_counter() - t0 < 0.3 * 3   # no 0.3 s gather wait per frame for b
+
+
+def test_on_a_gpu_thread_sessions_gather_on_their_own_threads_and_the_batch_runs_on_the_engine_thread(one_thread):
+    """The local-CUDA arrangement (player.engine_thread), on the CPU: each session's calls go to one
+    engine thread, except its frames, which the batcher gathers on the session's own thread before
+    sending the one batched forward there (a leader waiting on the engine thread would wait for
+    requests queued behind it)."""
+    from player.engine_thread import EngineThread
+
+    engine = WorldEngine(None, device="cpu", seed=0)
+    alone = pair(engine)
+    want = [[s.gen_frame(c) for c in CONTROLS * 3] for s in alone]
+    thread = EngineThread("gpu-owner")
+    ran_on = set()
+
+    def run_on(fn, *args):
+        return thread.call(lambda: (ran_on.add(threading.current_thread().name), fn(*args))[1])
+
+    batcher = engine.batch_sessions(max_batch=2, gather_s=0.5, run_on=run_on)
+    sessions = [thread.world(thread.call(engine.fork, s)) for s in (1, 2)]
+    outs, start = ([], []), threading.Barrier(2)
+    threads = [threading.Thread(target=play, args=(s, CONTROLS * 3, out, start)) for s, out in zip(sessions, outs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert batcher.stats.get(2, 0) >= 14, batcher.stats
+    assert ran_on == {"gpu-owner_0"}
+    for out, ref in zip(outs, want):
+        assert len(out) == 9
+        for got, w in zip(out, ref):
+            assert (torch.from_numpy(got).int() - w.int()).abs().max() <= 1

@@ -1,15 +1,18 @@
 """CUDA correctness and the fast path's claims that need a GPU (run by bench/gpu_check.sh):
 bf16 parity with the fixtures, compiled-vs-eager agreement for each attention form, the AOTInductor
-package of the flat step (the ZeroGPU path), no host sync per frame, no duplicate weights."""
+package of the flat step (the ZeroGPU path), no host sync per frame, frames downloaded behind their
+kernels, no duplicate weights."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from test_parity import rel_err, run_rollout
 from world_engine import CtrlInput, VK, WorldEngine
+from world_engine.engine import EMBEDDED_MODEL
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 
@@ -78,6 +81,20 @@ def test_a_frame_never_waits_for_the_device(latent_checkpoint, compile):
             engine.gen_frame(CtrlInput(button={VK["W"]}, mouse=(2.0, 0.0)), return_img=False)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_frame_downloads_behind_its_kernels_and_matches_the_waited_for_one():
+    """next_frame_async queues the copy into pinned memory on a side stream (player.stream encodes
+    the frame while the next one runs); the pixels are those of next_frame."""
+    queued = WorldEngine(EMBEDDED_MODEL, device="cuda", seed=3)
+    waited = WorldEngine(EMBEDDED_MODEL, device="cuda", seed=3)
+    for i in range(4):
+        walk = CtrlInput(button={VK["W"]}, mouse=(float(i), 0.0))
+        pending = queued.next_frame_async(walk)
+        assert pending.asynchronous
+        following = queued.next_frame_async(walk)    # queued before the first one is read
+        np.testing.assert_array_equal(pending.result(), waited.next_frame(walk))
+        np.testing.assert_array_equal(following.result(), waited.next_frame(walk))
 
 
 def test_loading_and_fusing_keep_one_copy_of_the_weights(latent_checkpoint):

@@ -219,6 +219,15 @@ def test_an_engine_is_a_world_source_and_its_forks_are_interactive_worlds(image_
     assert isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.shape[-1] == 3
 
 
+def test_a_frame_made_on_the_cpu_is_on_the_host_at_once_and_is_the_waited_for_frame(image_engine):
+    queued, waited = image_engine.fork(seed=5), image_engine.fork(seed=5)
+    for mouse in (0.0, 4.0):
+        pending = queued.next_frame_async(CtrlInput(button={VK["W"]}, mouse=(mouse, 0.0)))
+        assert not pending.asynchronous     # nothing to overlap: the stream encodes it at once
+        np.testing.assert_array_equal(pending.result(), waited.next_frame(CtrlInput(button={VK["W"]},
+                                                                                     mouse=(mouse, 0.0))))
+
+
 def test_a_closed_session_makes_no_more_frames_and_its_siblings_go_on(engine):
     closed, other = engine.fork(), engine.fork()
     closed.close()

@@ -4,6 +4,8 @@ ahead-of-time compile, UMT5 loaded at warm-up, and the backends' warm-up and rou
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,11 @@ import torch
 
 from bench.random_checkpoint import write_waypoint_like_checkpoint
 from player import backends
+from player.controls import ControlState
+from player.sessions import BOARD, MAX_SLOTS
+from player.stream import EncodedFrame, SegmentArgs, WorldRecipe, in_flight_window
 from test_parity import rel_err, run_rollout
-from world_engine import CtrlInput, WorldEngine
+from world_engine import ControlConvention, CtrlInput, WorldEngine
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +331,75 @@ def test_local_cuda_warms_every_gpu_model_with_progress(monkeypatch, tmp_path):
     for m in models[:-1]:
         assert m.split or any(m.label in t for t in texts)
     assert any("compiling" in t for t in texts)
+
+
+class _ThreadedWorld:
+    """A stand-in world that notes the thread each of its calls ran on."""
+
+    convention = ControlConvention(n_buttons=256, mouse_units_per_pixel=0.3, mouse_cap=24.0, prompted=False,
+                                   takes_images=False)
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+        self.frames = 0
+
+    def _note(self) -> None:
+        self.threads.add(threading.current_thread().name)
+
+    def next_frame(self, ctrl=None):
+        self._note()
+        self.frames += 1
+        return np.zeros((8, 8, 3), np.uint8)
+
+    def keep_history(self, frames): self._note()
+    def reset(self, seed=None): self._note()
+    def set_steps(self, steps): self._note()
+    def snapshot(self, frames_back=0): self._note(); return self
+    def portable(self): return self
+    def close(self): self._note()
+    rewind_limit = 0
+
+
+def test_local_cuda_runs_engine_calls_on_its_thread_and_a_session_waiting_for_its_page_holds_no_one_up(
+        monkeypatch):
+    backend = backends.create_backend("cuda", segment_seconds=60)
+    worlds: list[_ThreadedWorld] = []
+
+    class Source:
+        def fork(self, seed=None):
+            worlds.append(_ThreadedWorld())
+            return worlds[-1]
+
+    monkeypatch.setattr(backend.engines, "get", lambda uri: Source())
+    slots = (MAX_SLOTS - 2, MAX_SLOTS - 1)
+    args = []
+    for k, slot in enumerate(slots):
+        owner = BOARD.claim(slot)
+        BOARD.write_state(slot, owner, ControlState(seq=1, ack=-1 if k == 0 else 10 ** 6))
+        args.append(SegmentArgs(key=f"hol-{k}", slot=slot, owner=owner, run=BOARD.start_run(slot),
+                                recipe=WorldRecipe(k, "m", 0), frames_done=0, first_n=0, fps=50.0,
+                                ack_timeout_s=3.0))
+    got = {0: [], 1: []}
+
+    def play(k):
+        for item in backend.segments(args[k], None):
+            got[k].append(item)
+            if k == 1 and len(got[1]) >= 40:
+                return
+
+    stuck = threading.Thread(target=play, args=(0,), daemon=True)   # its page acknowledges nothing
+    stuck.start()
+    time.sleep(0.3)                                                 # now waiting for acks
+    start = time.monotonic()
+    play(1)
+    took = time.monotonic() - start
+    for slot in slots:
+        BOARD.stop_run(slot)
+        BOARD.release(slot)
+    stuck.join(10)
+    assert took < 2.5, f"40 frames at 50 fps took {took:.1f} s beside a session waiting for its page"
+    assert len([f for f in got[0] if isinstance(f, EncodedFrame)]) <= in_flight_window(50.0) + 1
+    assert all(w.threads == {"engine_0"} for w in worlds), [w.threads for w in worlds]
 
 
 def test_local_cuda_keeps_the_compile_cache_on_disk(monkeypatch, tmp_path):

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FPS = 10.0
 LIMITS = Limits(trust_forwarded_for=True, pages_per_client=6, sessions_per_client=3, queued_per_client=2,
                 plays_per_client=1, play_s=8.0, busy_play_s=4.0, busy_grace_s=1.0, ack_timeout_s=1.5,
-                hidden_timeout_s=1.5, download_interval_s=5.0, upload_bytes_per_window=2 << 20)
+                hidden_timeout_s=1.5, download_interval_s=5.0, page_grace_s=0.5, upload_bytes_per_window=2 << 20)
 _addresses = (f"10.11.{i // 250}.{i % 250 + 1}" for i in itertools.count())
 
 
@@ -116,13 +117,18 @@ def first_frame(job, timeout: float = 10.0) -> float:
 def test_made_up_sessions_claim_no_slot_and_a_real_visitor_still_plays(srv):
     before = len(srv.app.registry.sessions())
     spammer = srv.visitor(page=False)
-    made_up = []
-    for i in range(70):                       # more than the 64 slots there are
-        spammer.hash = f"made-up-{i}"
-        made_up.append(spammer.hash)
+    made_up = [f"made-up-{i}" for i in range(70)]     # more than the 64 slots there are
+
+    def spam(i: int) -> list[int]:                    # each waits out the page grace: 14 at once
         api = ("set_prompt_1", "set_steps", "pause", "reset")[i % 4]
-        spammer.run(api, ["a prompt" if api == "set_prompt_1" else 2] if api.startswith("set") else [])
-        spammer.control(keys=1)
+        data = ["a prompt" if api == "set_prompt_1" else 2] if api.startswith("set") else []
+        return [spammer.http.post(srv.url + "gradio_api/run/predict", json={
+            "data": d, "fn_index": spammer.fns[a], "session_hash": made_up[i], "event_data": e}).status_code
+            for a, d, e in ((api, data, None), ("control", [], {"keys": 1, "seq": 1}))]
+
+    with ThreadPoolExecutor(14) as pool:
+        codes = {c for cs in pool.map(spam, range(len(made_up))) for c in cs}
+    assert codes == {429}
     queued = [("play", ["", 1, "reality", 0, None]), ("play_path", ["w*5", "", 1, "reality", 0, None]),
               ("load_log", [None]), ("load_start_image", [None]), ("download", [True])]
     for i, (api, data) in enumerate(queued):  # and queued ones, with no page behind them
@@ -132,8 +138,29 @@ def test_made_up_sessions_claim_no_slot_and_a_real_visitor_still_plays(srv):
         assert refused.value.status == 429
     sessions = srv.app.registry.sessions()
     assert not {s.key for s in sessions} & set(made_up) and len(sessions) <= before
+    # nor any of Gradio's per-session state (a copy of the UI's config per hash, 1000 kept)
+    assert not [h for h in made_up if h in srv.demo.state_holder]
     visitor = srv.visitor()
     assert first_frame(visitor.play()) < 5.0
+    assert visitor.hash in srv.demo.state_holder
+
+
+def test_a_made_up_session_is_refused_after_the_grace_a_fresh_page_gets(srv):
+    late = srv.visitor(page=False)
+    late.hash = "made-up-late"
+    start = time.monotonic()
+    refused = late.run("set_prompt_1", ["a prompt"])
+    waited = time.monotonic() - start
+    assert refused.status_code == 429 and "not connected" in refused.json()["detail"]
+    assert LIMITS.page_grace_s <= waited < LIMITS.page_grace_s + 2.0
+    racing = srv.visitor(page=False)            # a page whose first call beats its heartbeat
+    answer = {}
+    worker = threading.Thread(target=lambda: answer.setdefault("r", racing.run("set_prompt_1", ["a prompt"])))
+    worker.start()
+    time.sleep(0.3)
+    racing.open_page()
+    worker.join(10)
+    assert answer["r"].status_code == 200
 
 
 def test_one_client_holds_at_most_its_share(srv):
@@ -500,6 +527,15 @@ def test_pause_reset_unload_and_controls_act_only_on_the_callers_own_session(srv
     assert srv.app.registry.board.snapshot(session.slot).state.keys == 0
     victim.run("pause", [])                    # the owner still can
     wait_for(job.done.is_set, 5, "the owner's pause")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas are a Linux matter")
+def test_the_server_caps_malloc_arenas_unless_the_operator_chose(monkeypatch):
+    app_module = _load_app_module()
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert app_module.limit_malloc_arenas() is True
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert app_module.limit_malloc_arenas() is False
 
 
 def test_sigterm_removes_the_temp_folders(tmp_path):

@@ -150,6 +150,7 @@ def test_evaluation_runs_end_to_end_and_writes_every_part_of_its_report(tiny_pro
     p = report["prompt"]
     assert p["prompts"] == 8 and set(p["per_theme"]) == set(evaluate.THEME_NAMES) and p["simulator_accuracy"] > 0
     assert p["classifier_accuracy_on_sim"] > 0.3  # chance is 0.125: the classifier was fitted
+    assert p["oracle_ratio_to_simulator"] == pytest.approx(p["oracle_accuracy"] / p["simulator_accuracy"])
     assert set(report["section_wall_s"]) == {"fps", "open_loop", "turn_probes", "drift", "idle", "prompt"}
     rollout_png, turns_png = Image.open(tmp_path / "rollout.png"), Image.open(tmp_path / "turns.png")
     assert rollout_png.width > 8 * 64 and rollout_png.height >= 6 * 64

@@ -66,6 +66,12 @@ def test_batches_hold_whole_branch_groups_scored_on_the_branch(run):
     assert torch.equal(timestamps[2], timestamps[2, 0] + torch.arange(8))
 
 
+def test_frame_weights_score_branches_on_their_tail_and_weigh_the_first_frame_from_nothing():
+    w = df.frame_weights(torch.tensor([0, 2]), 4, branch_weight=4.0, first_frame_weight=3.0)
+    assert w.tolist() == [[3.0, 1.0, 1.0, 1.0], [0.0, 0.0, 4.0, 4.0]]
+    assert df.frame_weights(torch.tensor([0]), 3, 4.0, 1.0).tolist() == [[1.0, 1.0, 1.0]]
+
+
 def test_control_statistics_describe_the_turns_and_keys():
     ctrl = torch.zeros(4, 259)
     ctrl[:, 0] = torch.tensor([0.0, 2.5, -8.0, 12.0])

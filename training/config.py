@@ -73,6 +73,8 @@ class DFConfig:
     branch_share: float = 0.5  # share of every batch made of branched clip groups (scored on the branch)
     branch_weight: float = 4.0  # loss weight of a branch frame: the one place where only the action tells
     # what comes next, so the control path learns from it (embedded-model-diagnosis.md §8)
+    first_frame_weight: float = 1.0  # loss weight of an episode clip's first frame: generated from no
+    # history, only the prompt tells its world (prompt -> theme is decided there)
     ctrl_dropout: float = 0.1
     prompt_dropout: float = 0.1
     theme_loss_weight: float = 0.1  # auxiliary theme head on the text encoder

@@ -76,11 +76,20 @@ class DFNet(nn.Module):
         v = self.dit(torch.cat(noised, dim=1), torch.cat((sigma_ctx, sigma), dim=1),
                      torch.cat((timestamps, timestamps), dim=1), control, emb, visible=visible)[:, n:]
         per_frame = (v - (eps[1] - x0)).pow(2).mean(dim=(2, 3, 4))
-        last = torch.arange(n, device=dev)[None] >= (n - scored)[:, None]
-        score = torch.where((scored > 0)[:, None], last * cfg.branch_weight, 1.0)
+        score = frame_weights(scored, n, cfg.branch_weight, cfg.first_frame_weight)
         flow = (per_frame * score).sum() / score.sum()
         return {"loss": flow + cfg.theme_loss_weight * theme_loss, "flow": flow.detach(),
                 "theme": theme_loss.detach()}
+
+
+def frame_weights(scored: torch.Tensor, n: int, branch_weight: float, first_frame_weight: float) -> torch.Tensor:
+    """Loss weight of every noisy frame ``[B, n]``: a branched clip (``scored > 0``) weighs only its
+    last ``scored`` frames, by ``branch_weight``; an episode clip weighs every frame 1, except its
+    first, which no history precedes (the frame a prompt alone decides), by ``first_frame_weight``."""
+    index = torch.arange(n, device=scored.device)[None]
+    branch = (index >= (n - scored)[:, None]) * branch_weight
+    plain = torch.where(index == 0, first_frame_weight, 1.0).expand(len(scored), -1)
+    return torch.where((scored > 0)[:, None], branch, plain)
 
 
 def teacher_forcing_visibility(n: int, window: int, device: torch.device) -> torch.Tensor:

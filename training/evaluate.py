@@ -535,12 +535,14 @@ def prompt_following(engine: WorldEngine, per_theme: int, classifier_episodes: i
             pred = clf(colour_features(frames.flatten(0, 1)) * 10).argmax(1).view(frames.shape[:2])
         return pred == labels[:, None]
 
-    model, simulator = hits(gen).float(), hits(sim).float()
+    model, simulator, oracle = hits(gen).float(), hits(sim).float(), hits(reconstruct(engine, sim)).float()
     per_theme = {t: {"model": model[labels == i].mean().item(), "simulator": simulator[labels == i].mean().item()}
                  for i, t in enumerate(THEME_NAMES)}
-    acc, sim_acc = model.mean().item(), simulator.mean().item()
+    acc, sim_acc, oracle_acc = model.mean().item(), simulator.mean().item(), oracle.mean().item()
     return {"prompts": len(prompts), "accuracy": acc, "simulator_accuracy": sim_acc,
             "ratio_to_simulator": ratio(acc, sim_acc), "classifier_accuracy_on_sim": clf_acc,
+            # the simulator's frames through the autoencoder: what a perfect dynamics model would score
+            "oracle_accuracy": oracle_acc, "oracle_ratio_to_simulator": ratio(oracle_acc, sim_acc),
             "per_theme": per_theme, "examples": prompts[:len(THEME_NAMES)]}
 
 
@@ -757,7 +759,8 @@ def summary(r: dict) -> str:
         f"idle: change model {i['mean_abs_change_model']:.2f} vs simulator {i['mean_abs_change_simulator']:.2f}; "
         f"last-frame PSNR {i['psnr_last_frame']['model']:.2f} dB",
         (f"prompt: model {p['accuracy']:.1%}, simulator {p['simulator_accuracy']:.1%}, "
-         f"ratio {p['ratio_to_simulator']:.2f}") if "accuracy" in p else f"prompt: {p.get('skipped')}",
+         f"ratio {p['ratio_to_simulator']:.2f}; through the AE {p['oracle_ratio_to_simulator']:.2f}")
+        if "accuracy" in p else f"prompt: {p.get('skipped')}",
         "targets: " + ", ".join(f"{k} {'PASS' if v else 'fail'}" for k, v in r["targets"].items()),
         "wall: " + ", ".join(f"{k} {v['wall_s']:.0f}s (est {v['estimated_s']:.0f})"
                              for k, v in r["section_wall_s"].items()) + f"; total {r['eval_wall_s']:.0f} s",

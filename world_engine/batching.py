@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,22 +35,32 @@ class _Request:
     asked: float = field(default_factory=time.monotonic)
 
 
-def _alone(request: _Request) -> None:
+def _direct(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def _alone(request: _Request, run_on: Callable[..., Any]) -> None:
     """Make ``request``'s frame alone; a failure goes to its caller."""
     try:
-        request.frame = request.session.gen_frame(request.ctrl).cpu().numpy()
+        request.frame = run_on(request.session.gen_frame, request.ctrl).cpu().numpy()
     except Exception as exc:
         request.error = exc
 
 
 class SessionBatcher:
     """Batches ``next_frame`` calls of forks of one engine (``max_batch`` at most per forward;
-    the leader waits at most ``gather_s`` for the others). ``stats`` counts frames per batch size."""
+    the leader waits at most ``gather_s`` for the others). ``stats`` counts frames per batch size.
 
-    def __init__(self, max_batch: int = 2, gather_s: float = 0.025) -> None:
+    The gathering happens on the callers' threads; the forward itself runs through ``run_on(fn,
+    *args)`` (default: right there), so a GPU owned by one thread runs it on that thread while the
+    sessions wait on theirs."""
+
+    def __init__(self, max_batch: int = 2, gather_s: float = 0.025,
+                 run_on: Callable[..., Any] | None = None) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
         self.max_batch, self.gather_s = max_batch, gather_s
+        self._run_on = run_on or _direct
         self._cv = threading.Condition()
         self._pending: list[_Request] = []
         self._leading = False
@@ -104,7 +115,7 @@ class SessionBatcher:
         from .engine import gen_frames
 
         try:
-            frames = gen_frames([r.session for r in batch], [r.ctrl for r in batch])
+            frames = self._run_on(gen_frames, [r.session for r in batch], [r.ctrl for r in batch])
             for r, f in zip(batch, frames):
                 r.frame = f.cpu().numpy()
         except Exception as exc:
@@ -112,7 +123,7 @@ class SessionBatcher:
                 batch[0].error = exc
             else:   # one session's bad input or closed world must not fail the others
                 for r in batch:
-                    _alone(r)
+                    _alone(r, self._run_on)
         finally:
             with self._cv:
                 for r in batch:

@@ -31,6 +31,7 @@ import itertools
 import secrets
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -46,6 +47,7 @@ from .model.kv_cache import RingKVCache
 from .model.loading import load_autoencoder_folder
 from .model.prompt_encoder import load_prompt_encoder
 from .protocol import ControlConvention
+from .transfer import PendingFrame
 
 EMBEDDED_MODEL = Path(__file__).parent / "embedded"
 DEFAULT_PROMPT = "An explorable world"
@@ -562,16 +564,29 @@ class WorldEngine:
     def next_frame(self, ctrl: CtrlInput | None = None) -> np.ndarray:
         """``gen_frame`` as a player takes it: uint8 ``[H, W, 3]`` on the host; batched with the
         engine's other sessions that ask at the same time once ``batch_sessions`` is on."""
+        return self.next_frame_async(ctrl).result()
+
+    def next_frame_async(self, ctrl: CtrlInput | None = None) -> PendingFrame:
+        """``next_frame`` without waiting for the copy to the host: on CUDA the frame's kernels are
+        queued and its copy into pinned memory starts behind them, so the caller can queue the next
+        frame while this one downloads and is encoded (``PendingFrame.result`` waits for it)."""
         batcher = self._shared.get("batcher")
         if batcher is not None:
-            return batcher.next_frame(self, ctrl)
-        return self.gen_frame(ctrl).cpu().numpy()
+            return PendingFrame(batcher.next_frame(self, ctrl))
+        return PendingFrame(self.gen_frame(ctrl))
 
-    def batch_sessions(self, max_batch: int = 2, gather_s: float = 0.025) -> SessionBatcher | None:
+    def batch_sessions(self, max_batch: int = 2, gather_s: float = 0.025,
+                       run_on: Callable[..., Any] | None = None) -> SessionBatcher | None:
         """From now on, sessions of this engine (it and every fork) that call ``next_frame`` at about
-        the same time share one forward per pass (``SessionBatcher``); ``max_batch`` 1 turns it off."""
-        self._shared["batcher"] = SessionBatcher(max_batch, gather_s) if max_batch > 1 else None
+        the same time share one forward per pass (``SessionBatcher``, which runs it through
+        ``run_on(fn, *args)`` when given); ``max_batch`` 1 turns it off."""
+        self._shared["batcher"] = SessionBatcher(max_batch, gather_s, run_on) if max_batch > 1 else None
         return self._shared["batcher"]
+
+    @property
+    def batcher(self) -> SessionBatcher | None:
+        """The batcher ``next_frame`` goes through (``batch_sessions``), if any."""
+        return self._shared.get("batcher")
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the history (the prompt stays); a ``seed`` restarts the noise sequence."""

@@ -221,14 +221,16 @@ def main() -> None:
                              batch_sessions=max(1, args.batch_sessions))
     idle = args.idle_timeout if args.idle_timeout is not None else (60.0 if kind == "zerogpu" else 300.0)
     trust = args.trust_forwarded_for if args.trust_forwarded_for is not None else bool(os.environ.get("SPACE_ID"))
-    limits = Limits.for_concurrency(CONCURRENCY[kind], trust_forwarded_for=trust)
+    # a local GPU plays one world at a time, or as many as it batches into one forward
+    concurrency = max(CONCURRENCY[kind], args.batch_sessions) if kind == "cuda" else CONCURRENCY[kind]
+    limits = Limits.for_concurrency(concurrency, trust_forwarded_for=trust)
     app = WorldApp(backend, models, allow_custom_models=not public, fps=args.fps, idle_timeout_s=idle, limits=limits)
     if kind == "zerogpu":
         backend.warm_up(models)             # weights must be in place before the first GPU fork
     else:
         threading.Thread(target=backend.warm_up, args=(models,), daemon=True).start()
     demo = build_demo(app, models[0].key)
-    configure_queue(demo, CONCURRENCY[kind])
+    configure_queue(demo, concurrency)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(app, demo))
 
 

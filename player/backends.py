@@ -310,7 +310,7 @@ class CudaBackend(Backend):
         return self.engine_thread.call(fn, *args)
 
     def open_world(self, uri: str | None, recipe: WorldRecipe) -> InteractiveWorld:
-        world = self.engine_thread.world(self.call(self.engines.get(uri).fork, recipe.seed))
+        world = self.engine_thread.world(self.call(lambda: self.engines.get(uri).fork(recipe.seed)))
         return beside_reality(world, recipe.seed) if recipe.split else world
 
     def segments(self, args: SegmentArgs, uri: str | None) -> Iterator[EncodedFrame | Notice]:
@@ -336,8 +336,8 @@ class CudaBackend(Backend):
                 for f in range(self.warm_frames):
                     self.warmup.update(base + (0.3 + 0.7 * f / self.warm_frames) * span, f"{self.warm_text} {part}")
                     self.call(probes[0].next_frame, CtrlInput())
-                    for size in range(2, len(probes) + 1):    # every batch size compiles now, not mid-play
-                        self.call(gen_frames, probes[:size], [CtrlInput()] * size)
+                    for size in range(2, len(probes) + 1) if hasattr(engine, "batch_sessions") else ():
+                        self.call(gen_frames, probes[:size], [CtrlInput()] * size)   # compiled now, not mid-play
                 for probe in probes:
                     self.call(probe.close)
                 if self.batch_sessions > 1 and hasattr(engine, "batch_sessions"):

@@ -212,7 +212,7 @@ class Gate:
         if path.startswith("/gradio_api/queue/join") and self.limits.require_live_page:
             try:
                 key = json.loads(body or b"{}").get("session_hash")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 return "That request is not valid JSON."
             if not self.pages.is_live(key, client):
                 return NOT_CONNECTED
@@ -230,7 +230,7 @@ class Gate:
             return None
         try:
             key = json.loads(body or b"{}").get("session_hash")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return "That request is not valid JSON."
         if key is None:
             return None

@@ -210,10 +210,9 @@ class Gate:
     def join_refusal(self, body: bytes, client: str, path: str) -> str | None:
         """Why a queue join is refused, or None."""
         if path.startswith("/gradio_api/queue/join") and self.limits.require_live_page:
-            try:
-                key = json.loads(body or b"{}").get("session_hash")
-            except (ValueError, AttributeError, RecursionError):
-                return "That request is not valid JSON."
+            key = _session_hash(body)
+            if key is _INVALID:
+                return INVALID_JSON
             if not self.pages.is_live(key, client):
                 return NOT_CONNECTED
         waiting = sum(1 for c in self.waiting_clients() if c == client)
@@ -228,15 +227,26 @@ class Gate:
         handlers find no world for it)."""
         if not self.limits.require_live_page:
             return None
-        try:
-            key = json.loads(body or b"{}").get("session_hash")
-        except (ValueError, AttributeError, RecursionError):
-            return "That request is not valid JSON."
+        key = _session_hash(body)
+        if key is _INVALID:
+            return INVALID_JSON
         if key is None:
             return None
         if not isinstance(key, str) or not await self.pages.wait_live(key, client, self.limits.page_grace_s):
             return NOT_CONNECTED
         return None
+
+
+_INVALID = object()
+INVALID_JSON = "That request is not valid JSON."
+
+
+def _session_hash(body: bytes) -> Any:
+    """The ``session_hash`` a JSON request body names (None if none), or ``_INVALID``."""
+    try:
+        return json.loads(body or b"{}").get("session_hash")
+    except (ValueError, AttributeError, RecursionError):
+        return _INVALID
 
 
 async def _respond(send: Callable, status: int, detail: str) -> None:

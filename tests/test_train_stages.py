@@ -72,6 +72,11 @@ def test_frame_weights_score_branches_on_their_tail_and_weigh_the_first_frame_fr
     assert df.frame_weights(torch.tensor([0]), 3, 4.0, 1.0).tolist() == [[1.0, 1.0, 1.0]]
 
 
+def test_warmup_rises_linearly_and_zero_warmup_starts_at_the_full_rate():
+    assert [df.warmup_scale(i, 4) for i in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert df.warmup_scale(0, 0) == 1.0
+
+
 def test_control_statistics_describe_the_turns_and_keys():
     ctrl = torch.zeros(4, 259)
     ctrl[:, 0] = torch.tensor([0.0, 2.5, -8.0, 12.0])

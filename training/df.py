@@ -92,6 +92,11 @@ def frame_weights(scored: torch.Tensor, n: int, branch_weight: float, first_fram
     return torch.where((scored > 0)[:, None], branch, plain)
 
 
+def warmup_scale(run_steps: int, warmup: int) -> float:
+    """Linear learning-rate warmup over a run's first ``warmup`` steps (0: the full rate at once)."""
+    return min(1.0, (run_steps + 1) / warmup) if warmup > 0 else 1.0
+
+
 def teacher_forcing_visibility(n: int, window: int, device: torch.device) -> torch.Tensor:
     """Frame visibility ``[1, 2n, 2n]`` over ``[context copies, noisy copies]`` of ``n`` frames.
 
@@ -157,7 +162,7 @@ def train(cfg: DFConfig) -> DFNet:
     t0, run_steps, acc = time.time(), 0, {"loss": 0.0, "flow": 0.0, "theme": 0.0}
     while step < cfg.steps:
         # warmup restarts with every run (no optimizer state is carried), then cosine to 10%
-        lr = cfg.lr * min(1.0, (run_steps + 1) / cfg.warmup) * (0.55 + 0.45 * math.cos(math.pi * step / cfg.steps))
+        lr = cfg.lr * warmup_scale(run_steps, cfg.warmup) * (0.55 + 0.45 * math.cos(math.pi * step / cfg.steps))
         for group in opt.param_groups:
             group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):

@@ -68,6 +68,7 @@ from world_engine.model.text_encoder import HashedTextEncoder, TextEncoderConfig
 from .checkpoint import load_checkpoint, prefixed, save_checkpoint, unprefixed
 from .config import RUN_DIR, add_arguments, from_arguments
 from .data import LatentClips
+from .df import warmup_scale
 
 PROBE_MOUSE = 8.0  # mouse units of the control probe's turn (one arrow-key turn per frame)
 
@@ -441,7 +442,7 @@ def train(cfg: DistillConfig) -> Nets:
     t0, run_steps, step = time.time(), 0, nets.step
     acc: dict[str, float] = {}
     while step < cfg.steps:
-        lr_scale = min(1.0, (run_steps + 1) / cfg.warmup)
+        lr_scale = warmup_scale(run_steps, cfg.warmup)
         for k, v in iteration(nets, opts, data, cfg, sigmas, lr_scale, autocast).items():
             acc[k] = acc.get(k, 0.0) + v / cfg.log_every
         step, run_steps = step + 1, run_steps + 1

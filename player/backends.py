@@ -332,15 +332,16 @@ class CudaBackend(Backend):
                 if hasattr(engine, "load_prompt_encoder"):
                     self.warmup.update(base + 0.2 * span, f"loading the prompt encoder of {part}")
                     self.call(engine.load_prompt_encoder)
-                probes = [self.call(engine.fork, 0) for _ in range(max(1, self.batch_sessions))]
+                batching = self.batch_sessions > 1 and hasattr(engine, "batch_sessions")
+                probes = [self.call(engine.fork, 0) for _ in range(self.batch_sessions if batching else 1)]
                 for f in range(self.warm_frames):
                     self.warmup.update(base + (0.3 + 0.7 * f / self.warm_frames) * span, f"{self.warm_text} {part}")
                     self.call(probes[0].next_frame, CtrlInput())
-                    for size in range(2, len(probes) + 1) if hasattr(engine, "batch_sessions") else ():
-                        self.call(gen_frames, probes[:size], [CtrlInput()] * size)   # compiled now, not mid-play
+                    for size in range(2, len(probes) + 1):    # every batch size compiles now, not mid-play
+                        self.call(gen_frames, probes[:size], [CtrlInput()] * size)
                 for probe in probes:
                     self.call(probe.close)
-                if self.batch_sessions > 1 and hasattr(engine, "batch_sessions"):
+                if batching:
                     engine.batch_sessions(self.batch_sessions, run_on=self.call)
             except Exception as exc:  # the other models stay playable
                 traceback.print_exc()

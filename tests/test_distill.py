@@ -106,8 +106,7 @@ def student_grads(nets: distill.Nets, guidance: float) -> list[torch.Tensor]:
     cfg = distill.DistillConfig(generated=2, guidance=guidance)
     torch.manual_seed(1)
     nets.student.zero_grad(set_to_none=False)
-    loss, _, _ = distill.generator_loss(nets, tiny_clip(nets.teacher.world_config), cfg, [1.0, 0.5, 0.0])
-    loss.backward()
+    distill.generator_loss(nets, tiny_clip(nets.teacher.world_config), cfg, [1.0, 0.5, 0.0]).loss.backward()
     return [p.grad for p in nets.student.dit.parameters() if p.grad is not None]
 
 
@@ -126,6 +125,24 @@ def test_dmd_push_is_exactly_zero_when_the_critic_is_the_teacher_without_guidanc
             p.add_(0.05 * torch.randn_like(p))
     grads = student_grads(nets, guidance=1.0)
     assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_regression_alone_scores_the_rollout_against_the_true_frames_without_teacher_or_critic():
+    nets = tiny_nets()
+    clip = tiny_clip(nets.teacher.world_config)
+    cfg = distill.DistillConfig(generated=2, dmd_weight=0.0, regression_weight=0.5, random_exit=False)
+    for net in (nets.teacher, nets.critic):  # would raise if scoring ran them
+        net.dit.forward = None
+    torch.manual_seed(3)
+    out = distill.generator_loss(nets, clip, cfg, [1.0, 0.0])
+    torch.manual_seed(3)
+    with torch.no_grad():
+        frames = distill.self_forcing_rollout(nets.student.dit, clip, 2, [1.0, 0.0])
+    torch.testing.assert_close(out.frames, frames)
+    torch.testing.assert_close(out.regression, (frames - clip.x0[:, -2:]).pow(2).mean())
+    assert out.loss.item() == pytest.approx(0.5 * out.regression.item()) and out.dmd.item() == 0
+    out.loss.backward()
+    assert sum(p.grad.abs().sum() for p in nets.student.dit.parameters() if p.grad is not None) > 0
 
 
 def test_dmd_gradient_on_the_frames_is_the_normalised_score_difference():

@@ -66,6 +66,16 @@ def test_batches_hold_whole_branch_groups_scored_on_the_branch(run):
     assert torch.equal(timestamps[2], timestamps[2, 0] + torch.arange(8))
 
 
+def test_branch_share_holds_on_average_in_batches_smaller_than_a_group(run):
+    root, _ = run
+    clips = data.LatentClips(root / "data", root / "ae", 8, torch.device("cpu"), branch_share=0.5)
+    torch.manual_seed(0)
+    scored = [clips.batch(2)[5] for _ in range(200)]  # groups of 2 copies: half a group per batch
+    assert all(len(s) == 2 for s in scored)
+    share = sum(int((s > 0).sum()) for s in scored) / sum(len(s) for s in scored)
+    assert 0.3 < share < 0.7
+
+
 def test_frame_weights_score_branches_on_their_tail_and_weigh_the_first_frame_from_nothing():
     w = df.frame_weights(torch.tensor([0, 2]), 4, branch_weight=4.0, first_frame_weight=3.0)
     assert w.tolist() == [[3.0, 1.0, 1.0, 1.0], [0.0, 0.0, 4.0, 4.0]]

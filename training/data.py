@@ -239,7 +239,7 @@ class LatentClips:
         timestamps are episode frame indices, so global layers see the same dilation phase as in
         play. ``scored`` is the number of last frames a branched clip scores (0 for episode clips).
         """
-        groups = int(round(b * self.branch_share / self.copies)) if self.branches is not None else 0
+        groups = self._branch_groups(b) if self.branches is not None else 0
         n_plain = b - groups * self.copies
         parts = [self._episode_clips(n_plain)] if n_plain else []
         if groups:
@@ -248,6 +248,14 @@ class LatentClips:
         parts = [(*p[:3], F.pad(p[3], (0, width - p[3].shape[1])), *p[4:]) for p in parts]
         out = [torch.cat(x) for x in zip(*parts)]
         return tuple(x.to(self.device) for x in out)
+
+    def _branch_groups(self, b: int) -> int:
+        """Branch groups in a batch of ``b``: ``b * branch_share / copies`` rounded at random to one of
+        its two neighbours, so the share holds on average for any batch size (plain rounding gave a
+        batch of 4 at share 0.5 no group at all)."""
+        expected = min(b * self.branch_share, b) / self.copies
+        whole = int(expected)
+        return min(whole + int(torch.rand(()).item() < expected - whole), b // self.copies)
 
     def _episode_clips(self, b: int) -> tuple[torch.Tensor, ...]:
         e, t, n = self.latents.shape[0], self.latents.shape[1], self.clip_frames

@@ -19,6 +19,11 @@ shared. One iteration:
 3. **Critic update**: the ordinary flow-matching loss of the critic on the student's detached
    frames, ``critic_steps`` times per generator step (DMD2's two-time-scale rule; the first on the
    generator's own frames, the rest on fresh rollouts).
+4. Optionally (``regression_weight``) the MSE of each generated frame to the clip's true frame, as
+   DMD's regression loss anchors its generator, but to the data: the simulator is deterministic, so
+   the truth under the clip's controls is the one right answer, and on branched clips each copy's
+   own outcome teaches what its action did. ``dmd_weight 0`` leaves regression alone (no teacher or
+   critic passes): self-forcing as a deterministic next-frame predictor.
 
 History is implemented **without the KV cache**: every forward runs the DiT over
 ``[context, generated so far, current frame]`` with the block-causal mask built from the
@@ -38,8 +43,9 @@ Checkpoints (same sharded format as stage 1): ``net.*`` = the student (``dit``, 
 ``ema.*`` = its EMA, ``critic.*``; ``meta.world_config.scheduler_sigmas`` is the student's
 schedule. Single process (no DDP): the three nets of the embedded model fit any one device.
 
-``<out>/log.jsonl``, every ``log_every`` steps: ``gen`` (DMD surrogate loss), ``critic`` (its flow
-loss), ``dmd_grad`` (RMS of the normalised push), and the control probe ``probe``: the RMS
+``<out>/log.jsonl``, every ``log_every`` steps: ``gen`` (DMD surrogate loss), ``regression`` (MSE to
+the true frames), ``critic`` (its flow loss), ``dmd_grad`` (RMS of the normalised push), and the
+control probe ``probe``: the RMS
 difference of the next frame under a +8 and a -8 mouse turn, same context and noise, for the EMA
 student at its schedule, beside the teacher's at its own (``probe_teacher``) and at the student's
 schedule (``probe_teacher_few``).
@@ -87,7 +93,11 @@ class DistillConfig:
     sigmas: str = "1.0,0.5,0.0"  # the student's sampling schedule (the engine plays it)
     random_exit: bool = True  # Self-Forcing: the gradient step (and the frame) is a random step's x0
     guidance: float = 2.0  # teacher CFG on the controls; 1 = none
-    critic_steps: int = 2  # critic updates per generator update
+    critic_steps: int = 2  # critic updates per generator update (0 with --dmd-weight 0: no critic)
+    dmd_weight: float = 1.0  # 0: no distribution matching, the teacher and the critic are never run
+    regression_weight: float = 0.0  # MSE of each rolled-out frame to the clip's true frame: anchors the
+    # student to what the controls did (branched clips: each copy's own outcome) instead of a fresh
+    # sample per frame, the flicker of the DMD-only students (docs/training.md, fifth session)
     dmd_sigma_min: float = 0.02
     dmd_sigma_max: float = 0.98
     lr: float = 3e-5
@@ -298,20 +308,32 @@ def dmd_loss(x_hat: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) 
     return 0.5 * (x_hat.double() - target).pow(2).mean(), grad  # not F.mse_loss: autocast would cast it
 
 
-def generator_loss(nets: Nets, clip: Clip, cfg: DistillConfig, sigmas: list[float]
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Roll the student out and score its frames: ``(loss, frames detached, normalised DMD grad)``."""
+class GeneratorLoss(NamedTuple):
+    loss: torch.Tensor  # dmd_weight * dmd + regression_weight * regression
+    dmd: torch.Tensor
+    regression: torch.Tensor
+    frames: torch.Tensor  # the rolled-out frames, detached
+    grad: torch.Tensor  # the normalised DMD push (zeros without DMD)
+
+
+def generator_loss(nets: Nets, clip: Clip, cfg: DistillConfig, sigmas: list[float]) -> GeneratorLoss:
+    """Roll the student out and score its frames by DMD and, if weighted, by regression to the truth."""
     n_steps = len(sigmas) - 1
     exits = [random.randrange(n_steps) if cfg.random_exit else n_steps - 1 for _ in range(cfg.generated)]
     x_hat = self_forcing_rollout(nets.student.dit, clip, cfg.generated, sigmas, exits)
-    x_s, s, _ = noised(x_hat.detach(), cfg)
-    sc = scoring_sequences(clip, x_hat, x_s, s)
-    s5 = s[..., None, None, None]
-    with torch.no_grad():
-        x0_real = x_s - s5 * to_frames(guided_velocity(nets.teacher.dit, sc, cfg.guidance), x_hat.shape[0])
-        x0_fake = x_s - s5 * to_frames(scored_velocity(nets.critic.dit, sc), x_hat.shape[0])
-    loss, grad = dmd_loss(x_hat.float(), x0_real.float(), x0_fake.float())
-    return loss, x_hat.detach(), grad
+    truth = clip.x0[:, clip.x0.shape[1] - cfg.generated:]
+    regression = (x_hat.float() - truth.float()).pow(2).mean()
+    dmd, grad = x_hat.new_zeros((), dtype=torch.float64), torch.zeros_like(x_hat)
+    if cfg.dmd_weight > 0:
+        x_s, s, _ = noised(x_hat.detach(), cfg)
+        sc = scoring_sequences(clip, x_hat, x_s, s)
+        s5 = s[..., None, None, None]
+        with torch.no_grad():
+            x0_real = x_s - s5 * to_frames(guided_velocity(nets.teacher.dit, sc, cfg.guidance), x_hat.shape[0])
+            x0_fake = x_s - s5 * to_frames(scored_velocity(nets.critic.dit, sc), x_hat.shape[0])
+        dmd, grad = dmd_loss(x_hat.float(), x0_real.float(), x0_fake.float())
+    loss = cfg.dmd_weight * dmd + cfg.regression_weight * regression
+    return GeneratorLoss(loss, dmd, regression, x_hat.detach(), grad)
 
 
 def critic_loss(critic: WorldDiT, clip: Clip, frames: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
@@ -387,8 +409,9 @@ def iteration(nets: Nets, opts: Optimizers, data: LatentClips, cfg: DistillConfi
     # 1. Generator: self-forcing rollout, DMD against teacher and critic, EMA
     clip = make_clip(nets, data.batch(cfg.batch_size))
     with autocast():
-        loss, frames, grad = generator_loss(nets, clip, cfg, sigmas)
-    update(opts.student, nets.student, loss, cfg.lr * lr_scale, cfg.grad_clip)
+        gen = generator_loss(nets, clip, cfg, sigmas)
+    frames = gen.frames
+    update(opts.student, nets.student, gen.loss, cfg.lr * lr_scale, cfg.grad_clip)
     with torch.no_grad():  # the student starts from a trained model, so the EMA needs no warmup
         for name, p in nets.student.named_parameters():
             nets.ema[name].lerp_(p.detach(), 1 - cfg.ema)
@@ -403,7 +426,8 @@ def iteration(nets: Nets, opts: Optimizers, data: LatentClips, cfg: DistillConfi
             c_loss = critic_loss(nets.critic.dit, clip, frames, cfg)
         update(opts.critic, nets.critic, c_loss, cfg.critic_lr * lr_scale, cfg.grad_clip)
         critic += c_loss.item() / cfg.critic_steps
-    return {"gen": loss.item(), "critic": critic, "dmd_grad": grad.pow(2).mean().sqrt().item()}
+    return {"gen": gen.dmd.item(), "regression": gen.regression.item(), "critic": critic,
+            "dmd_grad": gen.grad.pow(2).mean().sqrt().item()}
 
 
 @torch.no_grad()
@@ -422,6 +446,8 @@ def train(cfg: DistillConfig) -> Nets:
     # 1. Nets, data, optimizers and the student's schedule
     nets = build_nets(cfg, device)
     cfg.clip_frames = cfg.clip_frames or int(nets.teacher_meta["config"]["clip_frames"])
+    if cfg.dmd_weight <= 0 and cfg.regression_weight <= 0:
+        raise ValueError("nothing to train: --dmd-weight and --regression-weight are both 0")
     if not 1 <= cfg.generated < cfg.clip_frames:
         raise ValueError(f"--generated must lie in [1, clip_frames = {cfg.clip_frames}), got {cfg.generated}")
     sigmas, teacher_sigmas = nets.student.world_config.scheduler_sigmas, nets.teacher.world_config.scheduler_sigmas

@@ -45,9 +45,8 @@ schedule. Single process (no DDP): the three nets of the embedded model fit any 
 
 ``<out>/log.jsonl``, every ``log_every`` steps: ``gen`` (DMD surrogate loss), ``regression`` (MSE to
 the true frames), ``critic`` (its flow loss), ``dmd_grad`` (RMS of the normalised push), and the
-control probe ``probe``: the RMS
-difference of the next frame under a +8 and a -8 mouse turn, same context and noise, for the EMA
-student at its schedule, beside the teacher's at its own (``probe_teacher``) and at the student's
+control probe ``probe``: the RMS difference of the next frame under a +8 and a -8 mouse turn, same
+context and noise, for the EMA student at its schedule, beside the teacher's at its own (``probe_teacher``) and at the student's
 schedule (``probe_teacher_few``).
 """
 

@@ -46,8 +46,8 @@ schedule. Single process (no DDP): the three nets of the embedded model fit any 
 ``<out>/log.jsonl``, every ``log_every`` steps: ``gen`` (DMD surrogate loss), ``regression`` (MSE to
 the true frames), ``critic`` (its flow loss), ``dmd_grad`` (RMS of the normalised push), and the
 control probe ``probe``: the RMS difference of the next frame under a +8 and a -8 mouse turn, same
-context and noise, for the EMA student at its schedule, beside the teacher's at its own (``probe_teacher``) and at the student's
-schedule (``probe_teacher_few``).
+context and noise, for the EMA student at its schedule, beside the teacher's at its own
+(``probe_teacher``) and at the student's schedule (``probe_teacher_few``).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class DistillConfig:
     sigmas: str = "1.0,0.5,0.0"  # the student's sampling schedule (the engine plays it)
     random_exit: bool = True  # Self-Forcing: the gradient step (and the frame) is a random step's x0
     guidance: float = 2.0  # teacher CFG on the controls; 1 = none
-    critic_steps: int = 2  # critic updates per generator update (0 with --dmd-weight 0: no critic)
+    critic_steps: int = 2  # critic updates per generator update (none with --dmd-weight 0)
     dmd_weight: float = 1.0  # 0: no distribution matching, the teacher and the critic are never run
     regression_weight: float = 0.0  # MSE of each rolled-out frame to the clip's true frame: anchors the
     # student to what the controls did (branched clips: each copy's own outcome) instead of a fresh
@@ -416,7 +416,7 @@ def iteration(nets: Nets, opts: Optimizers, data: LatentClips, cfg: DistillConfi
             nets.ema[name].lerp_(p.detach(), 1 - cfg.ema)
     # 2. Critic: flow matching on the generator's frames, then on fresh rollouts of the updated student
     critic = 0.0
-    for i in range(cfg.critic_steps):
+    for i in range(cfg.critic_steps if cfg.dmd_weight > 0 else 0):  # the critic serves DMD only
         if i:
             clip = make_clip(nets, data.batch(cfg.batch_size))
             with torch.no_grad(), autocast():

@@ -141,9 +141,16 @@ def test_evaluation_runs_end_to_end_and_writes_every_part_of_its_report(tiny_pro
                                "oracle_shuffled", "oracle_mirrored", "simulator_shuffled", "simulator_mirrored"}
     assert all(len(v) == 8 for v in ol["psnr"].values()) and 5 < report["psnr_h4"]["model"] < 60
     assert set(ol["delta_psnr_h8"]) == {"model_shuffled", "oracle_shuffled", "model_mirrored", "oracle_mirrored"}
+    assert set(ol["se"]) == {"psnr_h4_model", "psnr_h8_model", "model_shuffled", "model_mirrored"}
+    assert all(v is None or v >= 0 for v in ol["se"].values())
+    mse = ol["per_episode_mse"]  # the pooled PSNR is recomputed from the per-episode errors kept for pairing
+    assert set(mse) == {"model", "model_shuffled", "model_mirrored"} and len(mse["model"]) == 2
+    assert evaluate.pooled_psnr(mse["model"]) == pytest.approx(ol["psnr"]["model"])
     tp = report["turn_probes"]
     assert tp["decisions"] == 2 * 2 * 2 * 4 and set(tp["per_rate"]) == {"turn8", "walk_turn4"}
     assert len(tp["per_horizon"]) == 4 and 0 <= tp["accuracy"] <= 1 and 0 <= tp["oracle_accuracy"] <= 1
+    assert sum(tp["per_state_valid"]) == tp["decisions"] and len(tp["per_state_correct"]) == 2
+    assert sum(tp["per_state_correct"]) / tp["decisions"] == pytest.approx(tp["accuracy"]) and tp["accuracy_se"] >= 0
     assert 0 <= tp["accuracy_vs_ae_references"] <= 1 and set(tp["branch_gap_psnr"]) == set(tp["per_rate"])
     assert {"sharpness_ratio", "motion_ratio", "std_ratio", "still_moving", "collapsed"} <= set(report["drift"])
     assert {"mean_abs_change_model", "mean_abs_change_simulator", "psnr_last_frame"} <= set(report["idle"])

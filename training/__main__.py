@@ -9,7 +9,7 @@ import sys
 import torch
 
 STAGES = {"data": "data", "ae": "ae", "encode": "data:encode_main", "df": "df", "probe": "probe", "distill": "distill",
-          "export": "export", "eval": "evaluate", "fps": "fps"}  # stage -> module[:function], default main
+          "export": "export", "eval": "evaluate", "compare": "compare", "fps": "fps"}  # stage -> module[:function]
 
 
 def main() -> None:

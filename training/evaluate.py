@@ -115,26 +115,45 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class PooledMSE:
-    """Squared error summed per method and horizon over all episodes, so PSNR comes from the pooled MSE.
+    """Squared error per method, episode and horizon, so PSNR comes from the MSE pooled over episodes.
 
     A mean of per-frame PSNRs is dominated by near-static windows (tens of dB each); pooling the error
-    first weighs every pixel equally (diagnosis §0 item 8)."""
+    first weighs every pixel equally (diagnosis §0 item 8). The per-episode errors are kept for the
+    jackknife (``jackknife_se``) and for paired comparisons of two reports (``training.compare``)."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
+        self.errors: dict[str, list[torch.Tensor]] = {}
 
     def add(self, name: str, pred: torch.Tensor, target: torch.Tensor) -> None:
         """One episode: ``pred`` and ``target`` are ``[H, h, w, 3]`` uint8, horizon first."""
-        err = frame_mse(pred, target).double()
-        self.sums[name] = self.sums.get(name, torch.zeros_like(err)) + err
-        self.counts[name] = self.counts.get(name, 0) + 1
+        self.errors.setdefault(name, []).append(frame_mse(pred, target).double())
+
+    def per_episode(self, name: str) -> torch.Tensor:
+        """``[episodes, H]`` MSE of one method."""
+        return torch.stack(self.errors[name])
 
     def psnr(self, name: str) -> list[float]:
-        return [psnr_from_mse(s / self.counts[name]) for s in self.sums[name].tolist()]
+        return pooled_psnr(self.per_episode(name))
 
     def table(self) -> dict[str, list[float]]:
-        return {name: self.psnr(name) for name in self.sums}
+        return {name: self.psnr(name) for name in self.errors}
+
+
+def pooled_psnr(mse: torch.Tensor | np.ndarray) -> list[float]:
+    """PSNR per horizon of per-episode MSEs ``[episodes, H]``, from their mean over episodes."""
+    return [psnr_from_mse(float(m)) for m in np.asarray(mse, dtype=np.float64).mean(axis=0)]
+
+
+def jackknife_se(statistic: Callable[[np.ndarray], float], n: int) -> float:
+    """Standard error of ``statistic(units)`` over ``n`` held-out units, by the leave-one-out jackknife.
+
+    Decisions within one probe state (or frames within one episode) are correlated, so a binomial error
+    over all decisions would be too small; the unit left out is the state or episode. ``statistic``
+    gets the indices of the units kept. For a mean it gives exactly the sample standard error."""
+    if n < 2:
+        return math.nan
+    loo = np.array([statistic(np.delete(np.arange(n), i)) for i in range(n)])
+    return float(math.sqrt((n - 1) / n * ((loo - loo.mean()) ** 2).sum()))
 
 
 def branch_decisions(gen: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,13 +329,23 @@ def open_loop(engine: WorldEngine, n: int) -> tuple[dict, torch.Tensor, torch.Te
         static += int(frame_mse(context[-1], futures[0, 0]) < 1e-4)
     table = pooled.table()
     last = HORIZON - 1
-    delta = {"model_shuffled": table["model"][last] - table["model_shuffled"][last],
-             "oracle_shuffled": table["ae_reconstruction"][last] - table["oracle_shuffled"][last],
-             "model_mirrored": table["model"][last] - table["model_mirrored"][last],
-             "oracle_mirrored": table["ae_reconstruction"][last] - table["oracle_mirrored"][last]}
+    pairs = {"model_shuffled": ("model", "model_shuffled"), "oracle_shuffled": ("ae_reconstruction", "oracle_shuffled"),
+             "model_mirrored": ("model", "model_mirrored"), "oracle_mirrored": ("ae_reconstruction", "oracle_mirrored")}
+    delta = {key: table[a][last] - table[b][last] for key, (a, b) in pairs.items()}
+    mse = {name: pooled.per_episode(name).numpy() for name in ("model", "model_shuffled", "model_mirrored")}
     report = {"episodes": n, "context": CONTEXT, "burn_in": BURN_IN, "psnr": table,
-              "delta_psnr_h8": delta, "static_windows_h1": static / n}
+              "delta_psnr_h8": delta, "static_windows_h1": static / n,
+              "se": {"psnr_h4_model": jackknife_se(lambda i: pooled_psnr(mse["model"][i])[3], n),
+                     "psnr_h8_model": jackknife_se(lambda i: pooled_psnr(mse["model"][i])[last], n),
+                     **{key: jackknife_se(lambda i, a=a, b=b: delta_psnr(mse[a][i], mse[b][i]), n)
+                        for key, (a, b) in pairs.items() if key.startswith("model")}},
+              "per_episode_mse": {name: m.tolist() for name, m in mse.items()}}
     return report, gt[0, :, CONTEXT:], torch.stack(gens)
+
+
+def delta_psnr(mse_a: np.ndarray, mse_b: np.ndarray, horizon: int = HORIZON - 1) -> float:
+    """Pooled PSNR of ``a`` minus that of ``b`` at ``horizon``, from per-episode MSEs ``[episodes, H]``."""
+    return pooled_psnr(mse_a)[horizon] - pooled_psnr(mse_b)[horizon]
 
 
 # ----------------------------------------------------------------------------- 3. turn probes
@@ -377,6 +406,9 @@ def turn_probes(engine: WorldEngine, n: int, conds: list) -> tuple[dict, dict]:
     report = {
         "states": n, "frames": PROBE_FRAMES, "decisions": int(valid.sum()),
         "accuracy": share(correct, valid),
+        "accuracy_se": jackknife_se(lambda i: share(correct[i], valid[i]), n),
+        "per_state_correct": (correct & valid).flatten(1).sum(1).tolist(),
+        "per_state_valid": valid.flatten(1).sum(1).tolist(),
         "per_rate": {m: share(correct[:, k], valid[:, k]) for k, m in enumerate(names)},
         "per_horizon": [share(correct[..., h], valid[..., h]) for h in range(PROBE_FRAMES)],
         "per_rate_horizon": {m: [share(correct[:, k, :, h], valid[:, k, :, h]) for h in range(PROBE_FRAMES)]
@@ -750,9 +782,11 @@ def summary(r: dict) -> str:
         f"open loop PSNR@1/4/8 (pooled, {ol['episodes']} episodes): model {curve('model')}, "
         f"copy-last {curve('copy_last')}, AE {curve('ae_reconstruction')}",
         "ΔPSNR@8 shuffled: model {model_shuffled:.2f} oracle {oracle_shuffled:.2f}; "
-        "mirrored: model {model_mirrored:.2f} oracle {oracle_mirrored:.2f} dB".format(**ol["delta_psnr_h8"]),
-        f"turn direction {tp['accuracy']:.1%} (" + ", ".join(f"{k} {v:.0%}" for k, v in tp["per_rate"].items())
-        + f"); oracle {tp['oracle_accuracy']:.1%}; shift-sign {tp['shift_sign_agreement']:.1%}",
+        "mirrored: model {model_mirrored:.2f} oracle {oracle_mirrored:.2f} dB".format(**ol["delta_psnr_h8"])
+        + " (standard errors, jackknife over episodes: shuffled {model_shuffled:.2f}, mirrored "
+          "{model_mirrored:.2f})".format(**ol["se"]),
+        f"turn direction {tp['accuracy']:.1%} ± {tp['accuracy_se']:.1%} ("
+        + ", ".join(f"{k} {v:.0%}" for k, v in tp["per_rate"].items()) + f"); oracle {tp['oracle_accuracy']:.1%}; shift-sign {tp['shift_sign_agreement']:.1%}",
         f"drift {d['frames']}: sharpness {d['sharpness_ratio']:.3f} of GT "
         f"(AE {d['ae_reconstruction_sharpness_ratio']:.3f}), motion {d['motion_ratio']:.2f}, "
         f"std {d['std_ratio']:.2f}, collapsed {d['collapsed']}",

@@ -73,6 +73,9 @@ def test_compare_refuses_reports_that_do_not_pair(tmp_path, capsys):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "report.json").write_text(json.dumps(a))
     (tmp_path / "d.json").write_text(json.dumps(faster))
+    with pytest.raises(SystemExit):  # a usage error, not a traceback
+        compare.main([str(tmp_path / "a"), str(tmp_path / "missing.json")])
+    assert "No such file" in capsys.readouterr().err
     compare.main([str(tmp_path / "a"), str(tmp_path / "d.json")])
     out = capsys.readouterr().out
     assert "A = A" in out and "B = D" in out and "PSNR@4" in out and "paired SE" in out

@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("a", type=Path, help="report.json (or its folder) of model A")
     parser.add_argument("b", type=Path, help="report.json (or its folder) of model B")
     args = parser.parse_args(argv)
-    a, b = load(args.a), load(args.b)
     try:
+        a, b = load(args.a), load(args.b)
         rows = compare(a, b)
-    except ValueError as e:
-        parser.error(str(e))
+    except (OSError, ValueError, KeyError) as e:  # a missing file, bad JSON, unpaired or partial reports
+        parser.error(f"{type(e).__name__}: {e}")
     print(table(rows, a["model"], b["model"]))

@@ -50,9 +50,10 @@ def test_paired_error_cancels_the_spread_of_scenes_both_models_share():
     assert psnr4["diff"] == pytest.approx(10 * math.log10(1.2), abs=0.15)
     own_se = jackknife_se(lambda i: pooled_psnr(base[i])[3], 6)
     assert own_se > psnr4["diff"] > 10 * psnr4["se"] > 0 and psnr4["z"] > 10
-    turn = rows["turn direction"]  # one decision of 32 more for A, all in one state
-    assert turn["diff"] == pytest.approx(1 / 32) and turn["units"] == 4
-    assert turn["se"] == pytest.approx(jackknife_se(lambda i: np.array([1, 0, 0, 0])[i].sum() / (8 * len(i)), 4))
+    turn = rows["turn direction (%)"]  # one decision of 32 more for A, all in one state
+    assert turn["diff"] == pytest.approx(100 / 32) and turn["units"] == 4
+    extra = np.array([1, 0, 0, 0])  # A's surplus of correct decisions per state, of 8 each
+    assert turn["se"] == pytest.approx(jackknife_se(lambda i: 100 * extra[i].sum() / (8 * len(i)), 4))
     assert rows["mirrored ΔPSNR@8"]["diff"] == pytest.approx(rows["PSNR@8"]["diff"])  # same mirrored error
     assert rows["idle change (simulator 2.50)"] == {"a": 3.0, "b": 3.0, "diff": 0.0}
 

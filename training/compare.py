@@ -44,9 +44,10 @@ def check_paired(a: dict, b: dict) -> None:
             raise ValueError(f"report of {r['model']} predates per-unit data; evaluate it again")
 
 
-def turn_share(report: dict, kept: np.ndarray) -> float:
+def turn_percent(report: dict, kept: np.ndarray) -> float:
+    """Turn-direction accuracy of the kept probe states, in percent."""
     tp = report["turn_probes"]
-    return float(np.asarray(tp["per_state_correct"])[kept].sum() / np.asarray(tp["per_state_valid"])[kept].sum())
+    return float(100 * np.asarray(tp["per_state_correct"])[kept].sum() / np.asarray(tp["per_state_valid"])[kept].sum())
 
 
 def paired_metrics() -> list[tuple[str, str, Callable[[dict, np.ndarray], float]]]:
@@ -55,7 +56,7 @@ def paired_metrics() -> list[tuple[str, str, Callable[[dict, np.ndarray], float]
         return np.asarray(r["open_loop"]["per_episode_mse"][name], dtype=np.float64)
 
     return [
-        ("turn direction", "turn_probes", turn_share),
+        ("turn direction (%)", "turn_probes", turn_percent),
         ("PSNR@4", "open_loop", lambda r, i: pooled_psnr(mse(r, "model")[i])[3]),
         ("PSNR@8", "open_loop", lambda r, i: pooled_psnr(mse(r, "model")[i])[7]),
         ("mirrored ΔPSNR@8", "open_loop", lambda r, i: delta_psnr(mse(r, "model")[i], mse(r, "model_mirrored")[i])),
@@ -93,9 +94,8 @@ def table(rows: dict[str, dict[str, float]], a_name: str, b_name: str) -> str:
     lines = [f"A = {a_name}", f"B = {b_name}",
              f"{'metric':<30} {'A':>9} {'B':>9} {'A - B':>9} {'paired SE':>10} {'z':>6}"]
     for name, r in rows.items():
-        scale = 100 if name == "turn direction" else 1  # percentage points
-        paired = (f" {r['se'] * scale:>10.3g} {r['z']:>6.2f}  ({r['units']} units)" if "se" in r else "")
-        lines.append(f"{name:<30} {r['a'] * scale:>9.4g} {r['b'] * scale:>9.4g} {r['diff'] * scale:>+9.3g}{paired}")
+        paired = f" {r['se']:>10.3g} {r['z']:>6.2f}  ({r['units']} units)" if "se" in r else ""
+        lines.append(f"{name:<30} {r['a']:>9.4g} {r['b']:>9.4g} {r['diff']:>+9.3g}{paired}")
     return "\n".join(lines)
 
 

@@ -38,9 +38,9 @@ def test_jackknife_standard_error_of_a_mean_is_the_sample_standard_error():
 
 
 def test_paired_error_cancels_the_spread_of_scenes_both_models_share():
-    """B's error is A's times 1.2, give or take 2%, on every scene: the PSNR gap is ~0.79 dB and the
-    paired error is a small fraction of it (2% jitter: within 0.15 dB), while either model's own jackknife error over these scenes
-    is larger than the gap."""
+    """B's error is A's times 1.2, give or take 2%, on every scene: the PSNR gap is ~0.79 dB (within
+    0.15 dB of jitter) and the paired error is a small fraction of it, while either model's own
+    jackknife error over these scenes is larger than the gap."""
     base = scenes()
     jitter = 1 + 0.02 * np.random.default_rng(2).standard_normal(base.shape)
     a = report("A", base, base * 1.5, [7, 8, 6, 8], [8, 8, 8, 8])

@@ -79,11 +79,10 @@ def compare(a: dict, b: dict) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {}
     for name, section, stat in paired_metrics():
         n = a[section][PAIRED_UNITS[section]]
-        everything = np.arange(n)
+        va, vb = stat(a, np.arange(n)), stat(b, np.arange(n))
         se = jackknife_se(lambda i: stat(a, i) - stat(b, i), n)
-        diff = stat(a, everything) - stat(b, everything)
-        rows[name] = {"a": stat(a, everything), "b": stat(b, everything), "diff": diff, "se": se,
-                      "z": diff / se if se > 0 else math.nan, "units": n}
+        rows[name] = {"a": va, "b": vb, "diff": va - vb, "se": se,
+                      "z": (va - vb) / se if se > 0 else math.nan, "units": n}
     for name, stat in unpaired_metrics():
         rows[name.format(a["idle"]["mean_abs_change_simulator"])] = {"a": stat(a), "b": stat(b),
                                                                      "diff": stat(a) - stat(b)}

@@ -786,7 +786,8 @@ def summary(r: dict) -> str:
         + " (standard errors, jackknife over episodes: shuffled {model_shuffled:.2f}, mirrored "
           "{model_mirrored:.2f})".format(**ol["se"]),
         f"turn direction {tp['accuracy']:.1%} ± {tp['accuracy_se']:.1%} ("
-        + ", ".join(f"{k} {v:.0%}" for k, v in tp["per_rate"].items()) + f"); oracle {tp['oracle_accuracy']:.1%}; shift-sign {tp['shift_sign_agreement']:.1%}",
+        + ", ".join(f"{k} {v:.0%}" for k, v in tp["per_rate"].items())
+        + f"); oracle {tp['oracle_accuracy']:.1%}; shift-sign {tp['shift_sign_agreement']:.1%}",
         f"drift {d['frames']}: sharpness {d['sharpness_ratio']:.3f} of GT "
         f"(AE {d['ae_reconstruction_sharpness_ratio']:.3f}), motion {d['motion_ratio']:.2f}, "
         f"std {d['std_ratio']:.2f}, collapsed {d['collapsed']}",

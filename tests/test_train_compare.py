@@ -80,3 +80,21 @@ def test_compare_refuses_reports_that_do_not_pair(tmp_path, capsys):
     compare.main([str(tmp_path / "a"), str(tmp_path / "d.json")])
     out = capsys.readouterr().out
     assert "A = A" in out and "B = D" in out and "PSNR@4" in out and "paired SE" in out
+
+
+def test_prompt_ratios_are_compared_under_the_same_classifier_only(capsys):
+    """A report from before the block classifier holds the full-resolution histogram's ratio: it lines
+    up with the newer report's copy of that score, and its block-classifier cell is left empty."""
+    base = scenes()
+    old = report("old", base, base, [8] * 4, [8] * 4)
+    new = report("new", base, base, [8] * 4, [8] * 4)
+    new["prompt"] = {"classifier": "8px-block colours", "ratio_to_simulator": 0.8,
+                     "full_resolution_histogram": {"ratio_to_simulator": 0.55}}
+    rows = compare.compare(new, old)
+    assert rows["prompt ratio (full-res histogram)"]["diff"] == pytest.approx(0.05)
+    blocks = rows["prompt ratio (8px blocks)"]
+    assert blocks["a"] == 0.8 and math.isnan(blocks["b"]) and math.isnan(blocks["diff"])
+    print(compare.table(compare.compare(new, new), "new", "new"))
+    lines = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "nan" not in "".join(lines.values())  # an undefined z (zero paired error) prints as a dash
+    assert lines["PSNR@4"].rstrip().endswith("—  (6 units)")

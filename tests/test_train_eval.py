@@ -1,5 +1,5 @@
 """Evaluation helpers must measure what they claim: pooled PSNR, nearer-branch turn decisions, mirrored
-actions, drift collapse, image shift, sharpness, colour features; and the whole evaluation runs on a tiny
+actions, drift collapse, image shift, sharpness, colour and theme features; and the whole evaluation runs on a tiny
 model and writes every part of its report."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from training import evaluate
 from training.evaluate import (PooledMSE, branch_decisions, colour_features, drift_metrics, horizontal_shift,
-                               mirror_actions, psnr, render, share, sharpness, to_ctrl)
+                               mirror_actions, psnr, render, share, sharpness, theme_features, to_ctrl)
 from world_engine.controls import VK
 
 
@@ -94,6 +95,19 @@ def test_sharpness_colour_features_and_ctrl_conversion():
     assert ctrl.button == {87, 0x10} and ctrl.mouse == (4.0, 0.0)
 
 
+def test_theme_features_see_block_colours_only_so_blur_is_not_a_theme():
+    """Averaging every 8x8 block (the autoencoder's cell) changes the full-resolution histogram but not
+    the theme features; moving colour from the sky to the floor changes both."""
+    frame = noise(1, 64, 64, 3).float()
+    blurred = F.avg_pool2d(frame.permute(0, 3, 1, 2), 8).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    blurred = blurred.permute(0, 2, 3, 1)
+    assert torch.equal(theme_features(frame), theme_features(blurred))
+    assert theme_features(frame).shape == (1, 64 + 3 * 8)
+    assert not torch.equal(colour_features(frame), colour_features(blurred))
+    flipped = frame.flip(1)  # upside down: the same colours, in other rows
+    assert not torch.equal(theme_features(frame), theme_features(flipped))
+
+
 def test_policy_and_render_on_shared_maps_match_the_simulator_rollout(one_thread):
     """Prebuilt maps shared between copies, and fast-forwarding through physics alone, give the
     simulator's own actions and frames."""
@@ -158,6 +172,8 @@ def test_evaluation_runs_end_to_end_and_writes_every_part_of_its_report(tiny_pro
     assert p["prompts"] == 8 and set(p["per_theme"]) == set(evaluate.THEME_NAMES) and p["simulator_accuracy"] > 0
     assert p["classifier_accuracy_on_sim"] > 0.3  # chance is 0.125: the classifier was fitted
     assert p["oracle_ratio_to_simulator"] == pytest.approx(p["oracle_accuracy"] / p["simulator_accuracy"])
+    assert p["classifier"] == "8px-block colours" and p["full_resolution_histogram"]["simulator_accuracy"] > 0
+    assert set(p["full_resolution_histogram"]["per_theme"]) == set(evaluate.THEME_NAMES)
     assert set(report["section_wall_s"]) == {"fps", "open_loop", "turn_probes", "drift", "idle", "prompt"}
     rollout_png, turns_png = Image.open(tmp_path / "rollout.png"), Image.open(tmp_path / "turns.png")
     assert rollout_png.width > 8 * 64 and rollout_png.height >= 6 * 64

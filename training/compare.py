@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import delta_psnr, jackknife_se, pooled_psnr
+from .evaluate import THEME_CELL, delta_psnr, jackknife_se, pooled_psnr
 
 PAIRED_UNITS = {"open_loop": "episodes", "turn_probes": "states"}
 # Settings that may differ between the two runs without changing what the held-out units are.
@@ -64,11 +64,21 @@ def paired_metrics() -> list[tuple[str, str, Callable[[dict, np.ndarray], float]
     ]
 
 
+def prompt_ratio(report: dict, block_classifier: bool) -> float:
+    """The prompt ratio under one classifier; reports without a ``classifier`` key predate the block
+    classifier, and their ``ratio_to_simulator`` is the full-resolution histogram's."""
+    p = report["prompt"]
+    if "classifier" not in p:
+        return math.nan if block_classifier else p.get("ratio_to_simulator", math.nan)
+    return p["ratio_to_simulator"] if block_classifier else p["full_resolution_histogram"]["ratio_to_simulator"]
+
+
 def unpaired_metrics() -> list[tuple[str, Callable[[dict], float]]]:
     return [
         ("sharpness after drift", lambda r: r["drift"]["sharpness_ratio"]),
         ("idle change (simulator {:.2f})", lambda r: r["idle"]["mean_abs_change_model"]),
-        ("prompt ratio", lambda r: r["prompt"].get("ratio_to_simulator", math.nan)),
+        (f"prompt ratio ({THEME_CELL}px blocks)", lambda r: prompt_ratio(r, block_classifier=True)),
+        ("prompt ratio (full-res histogram)", lambda r: prompt_ratio(r, block_classifier=False)),
         ("fps median, 1 thread", lambda r: r["fps"]["fps_median"]),
     ]
 
@@ -91,10 +101,13 @@ def compare(a: dict, b: dict) -> dict[str, dict[str, float]]:
 
 def table(rows: dict[str, dict[str, float]], a_name: str, b_name: str) -> str:
     lines = [f"A = {a_name}", f"B = {b_name}",
-             f"{'metric':<30} {'A':>9} {'B':>9} {'A - B':>9} {'paired SE':>10} {'z':>6}"]
+             f"{'metric':<33} {'A':>9} {'B':>9} {'A - B':>9} {'paired SE':>10} {'z':>6}"]
+    def cell(value: float, spec: str, width: int) -> str:  # a missing value (nan) prints as a dash
+        return f"{'—':>{width}}" if math.isnan(value) else f"{value:>{spec}}"
+
     for name, r in rows.items():
-        paired = f" {r['se']:>10.3g} {r['z']:>6.2f}  ({r['units']} units)" if "se" in r else ""
-        lines.append(f"{name:<30} {r['a']:>9.4g} {r['b']:>9.4g} {r['diff']:>+9.3g}{paired}")
+        paired = f" {cell(r['se'], '10.3g', 10)} {cell(r['z'], '6.2f', 6)}  ({r['units']} units)" if "se" in r else ""
+        lines.append(f"{name:<33} {cell(r['a'], '9.4g', 9)} {cell(r['b'], '9.4g', 9)} {cell(r['diff'], '+9.3g', 9)}{paired}")
     return "\n".join(lines)
 
 

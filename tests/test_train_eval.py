@@ -97,7 +97,7 @@ def test_sharpness_colour_features_and_ctrl_conversion():
 
 def test_theme_features_see_block_colours_only_so_blur_is_not_a_theme():
     """Averaging every 8x8 block (the autoencoder's cell) changes the full-resolution histogram but not
-    the theme features; moving colour from the sky to the floor changes both."""
+    the theme features; turning the frame upside down (the same colours in other rows) changes them."""
     frame = noise(1, 64, 64, 3).float()
     blurred = F.avg_pool2d(frame.permute(0, 3, 1, 2), 8).repeat_interleave(8, 2).repeat_interleave(8, 3)
     blurred = blurred.permute(0, 2, 3, 1)

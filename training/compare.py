@@ -102,6 +102,7 @@ def compare(a: dict, b: dict) -> dict[str, dict[str, float]]:
 def table(rows: dict[str, dict[str, float]], a_name: str, b_name: str) -> str:
     lines = [f"A = {a_name}", f"B = {b_name}",
              f"{'metric':<33} {'A':>9} {'B':>9} {'A - B':>9} {'paired SE':>10} {'z':>6}"]
+
     def cell(value: float, spec: str, width: int) -> str:  # a missing value (nan) prints as a dash
         return f"{'—':>{width}}" if math.isnan(value) else f"{value:>{spec}}"
 

@@ -603,6 +603,8 @@ def prompt_following(engine: WorldEngine, per_theme: int, classifier_episodes: i
             "full_resolution_histogram": scores(colour_features), "examples": prompts[:len(THEME_NAMES)]}
 
 
+# ----------------------------------------------------------------------------- pictures
+
 def save_grid(path: Path, rows: list[torch.Tensor], labels: list[str], scale: int = 3) -> None:
     """Rows of frames ``[N, h, w, 3]`` side by side, upscaled, with a label left of each row."""
     grid = torch.cat([torch.cat(list(r), dim=1) for r in rows], dim=0).numpy()

@@ -3,7 +3,8 @@ of machine that runs the sessions' frame loops.
 
 * ``Backend`` (CPU): the small embedded model, frame loop in the Gradio worker thread. It plays
   eager at once; with ``cpu_compile`` a background thread then compiles the default model
-  (``WorldEngine.compile_step``, C++ from inductor) and every session switches to it mid-play.
+  (``WorldEngine.compile_step``, C++ from inductor) and every session switches to it mid-play,
+  unless a timed probe frame shows it slower than eager on this CPU.
   With ``batch_sessions``, visitors of the default model who ask for frames at the same time get
   them from one batched forward (``world_engine.batching``): one core instead of two.
 * ``CudaBackend``: a local GPU; warm-up builds and compiles every GPU model of the catalog (the
@@ -176,8 +177,9 @@ class Backend:
             self._compile_cpu_model(choices[0])
 
     def _compile_cpu_model(self, choice: ModelChoice) -> None:
-        """``compile_step`` of ``choice``'s engine if it computes on the CPU, with the compile cache
-        kept on disk (a restart loads it in seconds); a failure leaves it eager and says why."""
+        """``compile_step`` of ``choice``'s engine if it computes on the CPU, kept only where it is
+        faster than eager, with the compile cache kept on disk (a restart loads it in seconds); a
+        failure leaves it eager and says why."""
         if self.engines.device_for(choice.uri) != "cpu":
             return
         engine = self.engines.get(choice.uri)
@@ -187,9 +189,9 @@ class Backend:
         self.warmup.fast_path = "compiling (playing eager meanwhile)"
         try:
             cache.load()
-            self.call(engine.compile_step)
+            compiled = self.call(engine.compile_step, True)
             cache.save()
-            self.warmup.fast_path = "compiled"
+            self.warmup.fast_path = "compiled" if compiled else "eager (the compiled code was slower on this CPU)"
         except Exception as exc:   # no working compiler, an inductor bug: eager still plays
             traceback.print_exc()
             self.warmup.fast_path = f"off ({type(exc).__name__})"

@@ -5,12 +5,14 @@ stays eager (saying why) when compiling fails."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
 
 from player import backends
 from world_engine import CtrlInput, WorldEngine
+from world_engine import engine as engine_module
 
 
 class Recorded(torch.nn.Module):
@@ -87,6 +89,7 @@ def _cpu_backend(playable_checkpoint) -> tuple[backends.Backend, list[backends.M
 def test_the_cpu_backend_compiles_its_model_after_warm_up(playable_checkpoint, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(torch, "compile", RecordingCompile())
+    monkeypatch.setattr(engine_module, "_best_seconds", lambda fn: fn() or 1.0)   # a tie: the timing is not under test
     backend, choices = _cpu_backend(playable_checkpoint)
     backend.warm_up(choices)
     assert backend.warmup.done.is_set() and backend.warmup.error is None
@@ -117,3 +120,31 @@ def test_the_compiled_embedded_model_plays_the_same_frames(one_thread):
     got = [session.gen_frame(CtrlInput(mouse=(3.0 * i, 0.0))) for i in range(6)]
     # reassociated float sums: a pixel may round the other way, never more
     assert max((a.int() - b.int()).abs().max().item() for a, b in zip(got, expected)) <= 2
+
+
+class SlowRecordingCompile(RecordingCompile):
+    """Compiled code that runs 30 ms slower per call than eager, as inductor's C++ on some CPUs."""
+
+    def __call__(self, module, **kwargs):
+        compiled = super().__call__(module, **kwargs)
+        forward = compiled.forward
+        compiled.forward = lambda *args: time.sleep(0.03) or forward(*args)
+        return compiled
+
+
+def test_compiled_code_slower_than_eager_is_not_installed_when_asked(playable_checkpoint, monkeypatch):
+    engine = WorldEngine(playable_checkpoint, device="cpu", seed=0)
+    monkeypatch.setattr(torch, "compile", SlowRecordingCompile())
+    assert engine.compile_step(keep_if_faster=True) is False
+    assert engine.compile_mode is None
+    assert engine.compile_step() is True and engine.compile_mode == "default"   # not asked: installed
+
+
+def test_the_cpu_backend_stays_eager_where_compiled_is_slower_and_says_so(playable_checkpoint, monkeypatch,
+                                                                         tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch, "compile", SlowRecordingCompile())
+    backend, choices = _cpu_backend(playable_checkpoint)
+    backend.warm_up(choices)
+    assert backend.warmup.fast_path == "eager (the compiled code was slower on this CPU)"
+    assert backend.engines.get(choices[0].uri).compile_mode is None

@@ -28,8 +28,10 @@ import copy
 import dataclasses
 import hashlib
 import itertools
+import math
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -278,17 +280,21 @@ class WorldEngine:
         return self._shared.get("compile_mode")
 
     @torch.inference_mode()
-    def compile_step(self) -> None:
+    def compile_step(self, keep_if_faster: bool = False) -> bool:
         """Compile this engine's passes and decoder now, for it and every fork, running ones included.
 
         Blocks while compiling (on a CPU: minutes the first time, seconds from inductor's cache), so
         a server calls it from a background thread and keeps serving the eager code meanwhile: the
-        compiled code is traced on a probe session and published only once it has run.
+        compiled code is traced on a probe session and published only once it has run. With
+        ``keep_if_faster`` (for a CPU, where timing needs no device sync) a probe frame is timed both
+        ways first and the eager code stays if the compiled one is more than 10% slower: on some
+        CPUs inductor's C++ loses to eager PyTorch. Returns whether the compiled code runs now.
         """
         with self._shared["compile_lock"]:    # not "lock": sessions must not wait minutes for it
             if self._shared["step"] is not self.step_module:
-                return
+                return self.compile_mode is not None
             step, decoder = self._compiled_parts("default")
+            eager_decoder = getattr(self.autoencoder, "decoder", None)
             batcher = self._shared.get("batcher")
             probes = [self.fork(seed=0) for _ in range(batcher.max_batch if batcher else 1)]
             try:
@@ -298,10 +304,20 @@ class WorldEngine:
                     _pass(probes[:n], [x] * n, conditions[:n], 0, write=False, step_fn=step)
                 if decoder is not None:
                     decoder(x[0])
+
+                def probe_frame(step_fn: Any, decode: Any) -> None:
+                    _pass(probes[:1], [x], conditions[:1], 0, write=False, step_fn=step_fn)
+                    if decode is not None:
+                        decode(x[0])
+
+                if keep_if_faster and (_best_seconds(lambda: probe_frame(step, decoder))
+                                       > 1.1 * _best_seconds(lambda: probe_frame(self.step_module, eager_decoder))):
+                    return False
             finally:
                 for p in probes:
                     p.close()
             self._install(step, decoder, "default")
+            return True
 
     @property
     def convention(self) -> ControlConvention:
@@ -727,6 +743,16 @@ def _sample_noise(engine: WorldEngine) -> torch.Tensor:
     upload = engine._upload("noise", (1, 1, *engine.config.latent_shape))
     engine._draw_noise(upload.fill())
     return upload.send().to(engine.dtype)
+
+
+def _best_seconds(fn: Callable[[], Any], repeats: int = 8) -> float:
+    """The fastest of ``repeats`` calls: the least disturbed by other work on shared cores."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _pass(sessions: Sequence[WorldEngine], xs: Sequence[torch.Tensor], conditions: Sequence[FrameConditions],

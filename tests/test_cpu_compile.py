@@ -89,7 +89,7 @@ def _cpu_backend(playable_checkpoint) -> tuple[backends.Backend, list[backends.M
 def test_the_cpu_backend_compiles_its_model_after_warm_up(playable_checkpoint, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(torch, "compile", RecordingCompile())
-    monkeypatch.setattr(engine_module, "_best_seconds", lambda fn: fn() or 1.0)   # a tie: the timing is not under test
+    monkeypatch.setattr(engine_module, "_median_seconds", lambda fn: fn() or 1.0)   # a tie: the timing is not under test
     backend, choices = _cpu_backend(playable_checkpoint)
     backend.warm_up(choices)
     assert backend.warmup.done.is_set() and backend.warmup.error is None

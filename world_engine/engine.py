@@ -294,7 +294,7 @@ class WorldEngine:
             if self._shared["step"] is not self.step_module:
                 return self.compile_mode is not None
             step, decoder = self._compiled_parts("default")
-            eager_decoder = getattr(self.autoencoder, "decoder", None)
+            eager_decoder = self.autoencoder.decoder if decoder is not None else None   # time like with like
             batcher = self._shared.get("batcher")
             probes = [self.fork(seed=0) for _ in range(batcher.max_batch if batcher else 1)]
             try:
